@@ -1,0 +1,103 @@
+# imgclassd: ResNet image classification service. `make help` lists targets.
+
+CC      ?= cc
+OPT     ?= -O2 -g
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+CFLAGS  ?=
+CFLAGS  += $(OPT) $(WARN) -std=c11 -D_GNU_SOURCE -pthread -MMD -MP -Iengine -Iserver
+CFLAGS  += $(shell pkg-config --cflags openblas 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas) \
+           -ljpeg -ljansson -lm -pthread
+SRV_LIBS := -lmicrohttpd
+TEST_LIBS := -lcurl
+B       := build
+PY      := /usr/bin/python3
+ARCH    ?= resnet50
+PORT    ?= 8080
+
+# Debian packages the build, the tests and the reference (torchvision) need.
+DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libjpeg62-turbo-dev \
+            libjansson-dev libopenblas-dev libcurl4-openssl-dev \
+            python3-torch python3-torchvision python3-pil python3-numpy
+
+ENGINE_SRC := $(filter-out engine/imgclass.c,$(wildcard engine/*.c))
+SERVER_SRC := $(filter-out server/main.c,$(wildcard server/*.c))
+ENGINE_OBJ := $(ENGINE_SRC:%.c=$(B)/%.o) $(B)/gen/labels_data.o
+SERVER_OBJ := $(SERVER_SRC:%.c=$(B)/%.o)
+TEST_SRC   := $(wildcard tests/test_*.c)
+TEST_BIN   := $(TEST_SRC:tests/%.c=$(B)/tests/%)
+
+.PHONY: all deps test run clean help asan check-deps
+all: $(B)/imgclass $(if $(wildcard server/main.c),$(B)/imgclassd)  ## build the CLI and the server
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
+
+# Install missing Debian packages (as root), or print the command to do so.
+deps:  ## install build and test dependencies (apt-get)
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	    | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "deps: all installed"; \
+	elif [ "$$(id -u)" = 0 ]; then echo "deps: installing $$missing"; \
+	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else echo "deps: missing packages; run: sudo apt-get install -y $$missing"; exit 1; fi
+
+$(B)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+# The ImageNet class names are compiled in, so a binary runs with no data files.
+$(B)/gen/labels_data.c: engine/imagenet_labels.txt
+	@mkdir -p $(dir $@)
+	@{ echo '/* generated from engine/imagenet_labels.txt */'; \
+	   echo 'const char eng_builtin_labels[] ='; \
+	   sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/    "/' -e 's/$$/\\n"/' $<; \
+	   echo ';'; } > $@
+
+$(B)/gen/labels_data.o: $(B)/gen/labels_data.c
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(B)/libengine.a: $(ENGINE_OBJ)
+	ar rcs $@ $^
+
+$(B)/imgclass: $(B)/engine/imgclass.o $(B)/libengine.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/imgclassd: $(B)/server/main.o $(SERVER_OBJ) $(B)/libengine.a
+	$(CC) $(CFLAGS) -o $@ $^ $(SRV_LIBS) $(LDLIBS)
+
+$(B)/tests/%: tests/%.c $(SERVER_OBJ) $(B)/libengine.a tests/test.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -o $@ $< $(SERVER_OBJ) $(B)/libengine.a $(SRV_LIBS) $(TEST_LIBS) $(LDLIBS)
+
+# Reference data from torchvision: seeded random models, images, expected
+# tensors and logits. Regenerated when the generator changes.
+$(B)/ref/stamp: tests/gen_reference.py
+	@mkdir -p $(B)/ref
+	$(PY) tests/gen_reference.py --out $(B)/ref
+	@touch $@
+
+check-deps:
+	@$(MAKE) --no-print-directory deps
+
+test: check-deps  ## install deps, build, generate torchvision references, run all tests
+	@$(MAKE) --no-print-directory all $(TEST_BIN) $(B)/ref/stamp
+	@bash tests/run.sh $(TEST_BIN)
+
+# Whole suite under AddressSanitizer and UndefinedBehaviorSanitizer.
+asan:  ## run the tests under ASan + UBSan (build in build/asan)
+	@$(MAKE) --no-print-directory B=build/asan \
+	    OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	    REF_DIR=build/ref test
+
+run: all  ## start the server on port $(PORT) with models/$(ARCH).safetensors
+	@if [ ! -f models/$(ARCH).safetensors ]; then \
+	    echo "run: models/$(ARCH).safetensors is missing."; \
+	    echo "     Put torchvision/timm ResNet weights there (safetensors), or try the service"; \
+	    echo "     with random weights: build/imgclassd --model random:$(ARCH)"; exit 1; fi
+	$(B)/imgclassd --port $(PORT) --model models/$(ARCH).safetensors
+
+clean:  ## remove build/
+	rm -rf build
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)
