@@ -1,0 +1,144 @@
+/* conv.c: the compute kernels of the forward pass on NHWC activations:
+ * convolution as (im2col +) OpenBLAS sgemm with a fused bias/residual/ReLU
+ * epilogue, max pool, average pool and the classifier. Nothing allocates. */
+#include "engine_impl.h"
+
+#include <cblas.h>
+#include <float.h>
+#include <string.h>
+
+/* im2col is done in row chunks so its scratch stays bounded (and warm in
+ * cache for the epilogue) whatever the batch: ~8 MB of floats per chunk. */
+#define COL_BUDGET_FLOATS ((size_t)1 << 21)
+/* Rows per sgemm call on the direct (1x1, stride 1) path: the output chunk
+ * stays in L2 for the epilogue that follows. */
+#define DIRECT_CHUNK_ROWS 1024
+
+static bool conv_is_direct(const struct eng_conv *cv) {
+    return cv->k == 1 && cv->stride == 1 && cv->pad == 0;
+}
+
+static int col_chunk_rows(const struct eng_conv *cv, int m) {
+    size_t kdim = (size_t)cv->k * cv->k * cv->cin;
+    size_t rows = COL_BUDGET_FLOATS / kdim;
+    if (rows < 64) rows = 64;
+    return rows < (size_t)m ? (int)rows : m;
+}
+
+size_t eng_conv_col_floats(const struct eng_conv *cv, int n, int h, int w) {
+    if (conv_is_direct(cv)) return 0;
+    int m = n * eng_out_dim(h, cv->k, cv->stride, cv->pad) * eng_out_dim(w, cv->k, cv->stride, cv->pad);
+    return (size_t)col_chunk_rows(cv, m) * cv->k * cv->k * cv->cin;
+}
+
+/* col[r][ky][kx][cin] for output rows m0 .. m0+rows; taps outside the image
+ * are zero (the convolution's padding). */
+static void im2col(float *col, const float *in, const struct eng_conv *cv, int h, int w, int ho,
+                   int wo, int m0, int rows) {
+    const int k = cv->k, s = cv->stride, p = cv->pad, cin = cv->cin;
+    const size_t row_len = (size_t)k * k * cin;
+    for (int r = 0; r < rows; r++) {
+        int m = m0 + r;
+        int img = m / (ho * wo), rem = m % (ho * wo);
+        int oy = rem / wo, ox = rem % wo;
+        float *dst = col + (size_t)r * row_len;
+        int ix0 = ox * s - p;
+        /* taps kx in [kx0, kx1) fall inside the row: one contiguous copy */
+        int kx0 = ix0 < 0 ? -ix0 : 0;
+        int kx1 = ix0 + k > w ? w - ix0 : k;
+        for (int ky = 0; ky < k; ky++, dst += (size_t)k * cin) {
+            int iy = oy * s - p + ky;
+            if (iy < 0 || iy >= h || kx1 <= kx0) {
+                memset(dst, 0, sizeof(float) * (size_t)k * cin);
+                continue;
+            }
+            if (kx0 > 0) memset(dst, 0, sizeof(float) * (size_t)kx0 * cin);
+            const float *src = in + (((size_t)img * h + iy) * w + ix0 + kx0) * cin;
+            memcpy(dst + (size_t)kx0 * cin, src, sizeof(float) * (size_t)(kx1 - kx0) * cin);
+            if (kx1 < k) memset(dst + (size_t)kx1 * cin, 0, sizeof(float) * (size_t)(k - kx1) * cin);
+        }
+    }
+}
+
+/* out = act(out + bias (+ res)) over rows x c: one pass over the output. */
+static void epilogue(float *restrict out, const float *restrict res, const float *restrict bias,
+                     int rows, int c, bool relu) {
+    for (int r = 0; r < rows; r++) {
+        float *o = out + (size_t)r * c;
+        if (res) {
+            const float *q = res + (size_t)r * c;
+            for (int j = 0; j < c; j++) o[j] += bias[j] + q[j];
+        } else {
+            for (int j = 0; j < c; j++) o[j] += bias[j];
+        }
+        if (relu)
+            for (int j = 0; j < c; j++) o[j] = o[j] > 0.0f ? o[j] : 0.0f;
+    }
+}
+
+void eng_conv_forward(float *out, const float *in, const struct eng_conv *cv, int n, int h, int w,
+                      const float *res, bool relu, float *col) {
+    const int ho = eng_out_dim(h, cv->k, cv->stride, cv->pad);
+    const int wo = eng_out_dim(w, cv->k, cv->stride, cv->pad);
+    const int m = n * ho * wo, kdim = cv->k * cv->k * cv->cin, cout = cv->cout;
+    const bool direct = conv_is_direct(cv);
+    const int chunk = direct ? DIRECT_CHUNK_ROWS : col_chunk_rows(cv, m);
+    for (int m0 = 0; m0 < m; m0 += chunk) {
+        int rows = m - m0 < chunk ? m - m0 : chunk;
+        const float *a;
+        if (direct) {
+            a = in + (size_t)m0 * kdim;
+        } else {
+            im2col(col, in, cv, h, w, ho, wo, m0, rows);
+            a = col;
+        }
+        float *o = out + (size_t)m0 * cout;
+        /* o[rows][cout] = a[rows][kdim] x w[cout][kdim]^T */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cout, kdim, 1.0f, a, kdim,
+                    cv->w, kdim, 0.0f, o, cout);
+        epilogue(o, res ? res + (size_t)m0 * cout : NULL, cv->bias, rows, cout, relu);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Pooling and the classifier                                               */
+/* ------------------------------------------------------------------------ */
+
+void eng_maxpool3x3s2(float *out, const float *in, int n, int h, int w, int c) {
+    const int ho = eng_out_dim(h, 3, 2, 1), wo = eng_out_dim(w, 3, 2, 1);
+    for (int img = 0; img < n; img++)
+        for (int oy = 0; oy < ho; oy++)
+            for (int ox = 0; ox < wo; ox++) {
+                float *o = out + (((size_t)img * ho + oy) * wo + ox) * c;
+                for (int j = 0; j < c; j++) o[j] = -FLT_MAX;
+                /* padding taps are skipped: torch pads max pool with -inf */
+                for (int iy = oy * 2 - 1; iy <= oy * 2 + 1; iy++) {
+                    if (iy < 0 || iy >= h) continue;
+                    for (int ix = ox * 2 - 1; ix <= ox * 2 + 1; ix++) {
+                        if (ix < 0 || ix >= w) continue;
+                        const float *q = in + (((size_t)img * h + iy) * w + ix) * c;
+                        for (int j = 0; j < c; j++) o[j] = q[j] > o[j] ? q[j] : o[j];
+                    }
+                }
+            }
+}
+
+void eng_avgpool(float *out, const float *in, int n, int hw, int c) {
+    for (int img = 0; img < n; img++) {
+        float *o = out + (size_t)img * c;
+        memset(o, 0, sizeof(float) * (size_t)c);
+        for (int i = 0; i < hw; i++) {
+            const float *q = in + ((size_t)img * hw + i) * c;
+            for (int j = 0; j < c; j++) o[j] += q[j];
+        }
+        for (int j = 0; j < c; j++) o[j] /= (float)hw;
+    }
+}
+
+void eng_linear(float *out, const float *in, const float *w, const float *b, int n, int cin,
+                int cout) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, cout, cin, 1.0f, in, cin, w, cin,
+                0.0f, out, cout);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < cout; j++) out[(size_t)i * cout + j] += b[j];
+}

@@ -1,0 +1,98 @@
+/* engine_impl.h: internals shared by the engine's files (safetensors reader,
+ * ResNet graph, convolution kernels). Not part of the public API. */
+#ifndef ENGINE_IMPL_H
+#define ENGINE_IMPL_H
+
+#include "engine.h"
+
+#include <stdbool.h>
+
+/* printf into a caller's optional error buffer; returns st so callers can
+ * write `return eng_errf(ENG_ERR_IO, err, errlen, "...", ...)`. */
+enum eng_status eng_errf(enum eng_status st, char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* ------------------------------------------------------------------------ */
+/* safetensors.c                                                            */
+/* ------------------------------------------------------------------------ */
+
+enum st_dtype { ST_F32, ST_F16, ST_BF16, ST_OTHER };
+
+#define ST_MAX_DIMS 8
+
+struct st_tensor {
+    char *name;
+    enum st_dtype dtype;
+    char dtype_name[8]; /* as written in the header, e.g. "I64" */
+    int ndim;
+    int64_t shape[ST_MAX_DIMS];
+    int64_t numel;
+    const unsigned char *data; /* inside the mapping */
+    size_t nbytes;
+};
+
+/* An open safetensors file: header parsed and validated, data mmapped
+ * read-only. Owns the mapping and the tensor table. */
+struct st_file {
+    char path[512];
+    void *map;
+    size_t map_size;
+    int ntensors;
+    struct st_tensor *tensors; /* sorted by name */
+};
+
+/* Opens and validates path: header length within the file, JSON well
+ * formed, every entry with a known layout, offsets inside the data and not
+ * overlapping. On success f owns its resources; release with st_close. */
+enum eng_status st_open(const char *path, struct st_file *f, char *err, size_t errlen);
+
+void st_close(struct st_file *f);
+
+/* Borrowed pointer to the tensor called name, or NULL. */
+const struct st_tensor *st_find(const struct st_file *f, const char *name);
+
+/* Copies tensor name into dst (float32, numel floats) converting F16/BF16,
+ * after checking that its shape is exactly shape[0..ndim). */
+enum eng_status st_read_f32(const struct st_file *f, const char *name, int ndim,
+                            const int64_t *shape, float *dst, char *err, size_t errlen);
+
+float eng_f16_to_f32(uint16_t h);
+float eng_bf16_to_f32(uint16_t h);
+
+/* ------------------------------------------------------------------------ */
+/* conv.c: kernels on NHWC activations                                      */
+/* ------------------------------------------------------------------------ */
+
+/* A convolution with batch norm folded in. */
+struct eng_conv {
+    int cin, cout, k, stride, pad;
+    float *w;    /* [cout][k][k][cin], BN scale folded in */
+    float *bias; /* [cout], BN shift folded in */
+};
+
+/* Output size of a conv/pool along one axis. */
+static inline int eng_out_dim(int in, int k, int stride, int pad) {
+    return (in + 2 * pad - k) / stride + 1;
+}
+
+/* Floats of im2col scratch eng_conv_forward needs for this conv at this
+ * input size and batch; 0 when it feeds sgemm directly. */
+size_t eng_conv_col_floats(const struct eng_conv *cv, int n, int h, int w);
+
+/* out[n][ho][wo][cout] = act(conv(in) + bias (+ res)).
+ * in: [n][h][w][cin]; res: NULL or shaped like out; col: scratch of
+ * eng_conv_col_floats() floats. Allocates nothing. */
+void eng_conv_forward(float *out, const float *in, const struct eng_conv *cv, int n, int h, int w,
+                      const float *res, bool relu, float *col);
+
+/* 3x3 stride-2 pad-1 max pool. out: [n][ho][wo][c], in: [n][h][w][c]. */
+void eng_maxpool3x3s2(float *out, const float *in, int n, int h, int w, int c);
+
+/* Global average pool. out: [n][c], in: [n][hw][c]. */
+void eng_avgpool(float *out, const float *in, int n, int hw, int c);
+
+/* Fully connected. out: [n][cout] = in [n][cin] x w^T + b; w: [cout][cin]. */
+void eng_linear(float *out, const float *in, const float *w, const float *b, int n, int cin,
+                int cout);
+
+#endif

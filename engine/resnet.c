@@ -1,0 +1,651 @@
+/* resnet.c: the ResNet family (18/34 basic blocks, 50/101/152 bottlenecks) as
+ * torchvision builds it: loading and folding weights, contexts, forward pass. */
+#include "engine_impl.h"
+
+#include <cblas.h>
+#include <jansson.h>
+#include <math.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* torchvision's BatchNorm2d default. */
+#define BN_EPS 1e-5
+
+/* ------------------------------------------------------------------------ */
+/* Model                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* One residual block. The tutorial's four modules map onto this: basic
+ * (a), basic with projection (b), bottleneck (c), bottleneck with
+ * projection (d). Stride sits on conv1 of a basic block and on the 3x3
+ * conv2 of a bottleneck, as in torchvision (ResNet v1.5). */
+struct eng_block {
+    struct eng_conv c1, c2, c3; /* c3 only in bottlenecks */
+    struct eng_conv ds;         /* 1x1 projection + BN; valid when has_ds */
+    bool has_ds;
+};
+
+struct eng_model {
+    struct eng_model_info info;
+    struct eng_conv stem; /* 7x7/2, 3 -> 64 */
+    int nblocks[4];       /* blocks per stage */
+    int total_blocks;
+    struct eng_block *blocks; /* [total_blocks], stage by stage */
+    int feat;                 /* channels into the classifier: 512 or 2048 */
+    float *fc_w;              /* [num_classes][feat] */
+    float *fc_b;              /* [num_classes] */
+    float *arena;             /* every folded weight, one allocation */
+};
+
+static const struct {
+    int depth, bottleneck, blocks[4];
+} resnet_table[] = {
+    {18, 0, {2, 2, 2, 2}},  {34, 0, {3, 4, 6, 3}},  {50, 1, {3, 4, 6, 3}},
+    {101, 1, {3, 4, 23, 3}}, {152, 1, {3, 8, 36, 3}},
+};
+
+/* ------------------------------------------------------------------------ */
+/* Weight sources: a safetensors file, or seeded random numbers             */
+/* ------------------------------------------------------------------------ */
+
+enum wkind { W_CONV, W_BN_GAMMA, W_BN_GAMMA_LAST, W_BN_BETA, W_BN_MEAN, W_BN_VAR, W_FC_W, W_FC_B };
+
+struct wsrc {
+    const struct st_file *file; /* NULL: random weights from rng */
+    uint64_t rng;
+    float *scratch; /* staging for one raw conv weight */
+};
+
+static uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double rand_uniform(uint64_t *s) { /* (0, 1) */
+    return ((double)(splitmix64(s) >> 11) + 0.5) / 9007199254740992.0;
+}
+
+static double rand_normal(uint64_t *s) {
+    double u = rand_uniform(s), v = rand_uniform(s);
+    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
+}
+
+/* Random values shaped like trained ones: He-normal convs, batch norm close
+ * to identity, the last BN of each block small so a deep residual stack
+ * keeps its activations bounded and the logits differ per image. */
+static void random_fill(uint64_t *rng, enum wkind kind, float *dst, int64_t n, int64_t fan_in) {
+    for (int64_t i = 0; i < n; i++) {
+        double x;
+        switch (kind) {
+        case W_CONV: x = rand_normal(rng) * sqrt(2.0 / (double)fan_in); break;
+        case W_BN_GAMMA: x = 0.5 + rand_uniform(rng); break;
+        case W_BN_GAMMA_LAST: x = 0.25 * rand_uniform(rng); break;
+        case W_BN_BETA: x = 0.1 * rand_normal(rng); break;
+        case W_BN_MEAN: x = 0.1 * rand_normal(rng); break;
+        case W_BN_VAR: x = 0.5 + rand_uniform(rng); break;
+        case W_FC_W: x = rand_normal(rng) * sqrt(1.0 / (double)fan_in); break;
+        default: x = 0.01 * rand_normal(rng); break;
+        }
+        dst[i] = (float)x;
+    }
+}
+
+static enum eng_status src_read(struct wsrc *s, const char *name, enum wkind kind, int ndim,
+                                const int64_t *shape, float *dst, char *err, size_t errlen) {
+    if (s->file) return st_read_f32(s->file, name, ndim, shape, dst, err, errlen);
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    random_fill(&s->rng, kind, dst, n, ndim > 1 ? n / shape[0] : 1);
+    return ENG_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Planning: shapes, parameter and FLOP counts, weight arena size           */
+/* ------------------------------------------------------------------------ */
+
+static void conv_plan(struct eng_conv *cv, int cin, int cout, int k, int stride) {
+    cv->cin = cin;
+    cv->cout = cout;
+    cv->k = k;
+    cv->stride = stride;
+    cv->pad = k / 2;
+}
+
+static size_t conv_floats(const struct eng_conv *cv) {
+    return (size_t)cv->cout * cv->k * cv->k * cv->cin + (size_t)cv->cout;
+}
+
+/* Fills every conv's shape from the block counts; returns false on OOM. */
+static bool model_plan(struct eng_model *m) {
+    m->total_blocks = m->nblocks[0] + m->nblocks[1] + m->nblocks[2] + m->nblocks[3];
+    m->blocks = calloc((size_t)m->total_blocks, sizeof *m->blocks);
+    if (!m->blocks) return false;
+    const int expansion = m->info.bottleneck ? 4 : 1;
+    conv_plan(&m->stem, 3, 64, 7, 2);
+    int cin = 64, b = 0;
+    for (int s = 0; s < 4; s++) {
+        int planes = 64 << s;
+        for (int i = 0; i < m->nblocks[s]; i++, b++) {
+            struct eng_block *blk = &m->blocks[b];
+            int stride = (s > 0 && i == 0) ? 2 : 1;
+            if (m->info.bottleneck) {
+                conv_plan(&blk->c1, cin, planes, 1, 1);
+                conv_plan(&blk->c2, planes, planes, 3, stride);
+                conv_plan(&blk->c3, planes, planes * 4, 1, 1);
+            } else {
+                conv_plan(&blk->c1, cin, planes, 3, stride);
+                conv_plan(&blk->c2, planes, planes, 3, 1);
+            }
+            blk->has_ds = stride != 1 || cin != planes * expansion;
+            if (blk->has_ds) conv_plan(&blk->ds, cin, planes * expansion, 1, stride);
+            cin = planes * expansion;
+        }
+    }
+    m->feat = cin;
+    return true;
+}
+
+/* Visits every conv of the model in load order. */
+#define FOR_EACH_CONV(m, cv, body)                                                                 \
+    do {                                                                                           \
+        struct eng_conv *cv = &(m)->stem;                                                          \
+        body;                                                                                      \
+        for (int b_ = 0; b_ < (m)->total_blocks; b_++) {                                           \
+            struct eng_block *blk_ = &(m)->blocks[b_];                                             \
+            struct eng_conv *list_[4] = {&blk_->c1, &blk_->c2,                                     \
+                                         (m)->info.bottleneck ? &blk_->c3 : NULL,                  \
+                                         blk_->has_ds ? &blk_->ds : NULL};                         \
+            for (int i_ = 0; i_ < 4; i_++)                                                         \
+                if ((cv = list_[i_])) {                                                            \
+                    body;                                                                          \
+                }                                                                                  \
+        }                                                                                          \
+    } while (0)
+
+static void model_count(struct eng_model *m, int size) {
+    int64_t params = 0;
+    double flop = 0;
+    int h = eng_out_dim(size, 7, 2, 3);
+    /* conv params + BN gamma/beta; FLOPs need each conv's output size, so
+     * walk the stages with the spatial size alongside. */
+    params += (int64_t)conv_floats(&m->stem) - m->stem.cout + 2 * m->stem.cout;
+    flop += 2.0 * h * h * m->stem.cout * m->stem.k * m->stem.k * m->stem.cin;
+    h = eng_out_dim(h, 3, 2, 1);
+    for (int b = 0; b < m->total_blocks; b++) {
+        struct eng_block *blk = &m->blocks[b];
+        struct eng_conv *list[4] = {&blk->c1, &blk->c2, m->info.bottleneck ? &blk->c3 : NULL,
+                                    blk->has_ds ? &blk->ds : NULL};
+        int hin = h;
+        for (int i = 0; i < 4; i++) {
+            struct eng_conv *cv = list[i];
+            if (!cv) continue;
+            int hi = (i == 3) ? hin : h;
+            int ho = eng_out_dim(hi, cv->k, cv->stride, cv->pad);
+            params += (int64_t)cv->cout * cv->k * cv->k * cv->cin + 2 * cv->cout;
+            flop += 2.0 * ho * ho * cv->cout * cv->k * cv->k * cv->cin;
+            if (i < 3) h = ho;
+        }
+    }
+    params += (int64_t)m->info.num_classes * m->feat + m->info.num_classes;
+    flop += 2.0 * m->info.num_classes * m->feat;
+    m->info.num_params = params;
+    m->info.gflop = flop / 1e9;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Loading: read, fold batch norm, check                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Reads conv `wname` and batch norm `bn` and folds them:
+ * w'[o][ky][kx][i] = w[o][i][ky][kx] * g[o] / sqrt(var[o] + eps),
+ * b'[o] = beta[o] - mean[o] * g[o] / sqrt(var[o] + eps). */
+static enum eng_status load_conv_bn(struct wsrc *s, struct eng_conv *cv, const char *wname,
+                                    const char *bn, bool last_bn, char *err, size_t errlen) {
+    const int co = cv->cout, ci = cv->cin, k = cv->k;
+    int64_t wshape[4] = {co, ci, k, k}, vshape[1] = {co};
+    float *raw = s->scratch;
+    float *vec[4] = {cv->bias, raw + (size_t)co * ci * k * k, raw + (size_t)co * ci * k * k + co,
+                     raw + (size_t)co * ci * k * k + 2 * (size_t)co};
+    static const char *suffix[4] = {"weight", "bias", "running_mean", "running_var"};
+    const enum wkind kinds[4] = {last_bn ? W_BN_GAMMA_LAST : W_BN_GAMMA, W_BN_BETA, W_BN_MEAN,
+                                 W_BN_VAR};
+    enum eng_status st = src_read(s, wname, W_CONV, 4, wshape, raw, err, errlen);
+    /* gamma is staged in cv->bias, the rest after the raw weight */
+    for (int i = 0; i < 4 && st == ENG_OK; i++) {
+        char name[128];
+        snprintf(name, sizeof name, "%s.%s", bn, suffix[i]);
+        st = src_read(s, name, kinds[i], 1, vshape, vec[i], err, errlen);
+    }
+    if (st != ENG_OK) return st;
+    const float *gamma = cv->bias, *beta = vec[1], *mean = vec[2], *var = vec[3];
+    for (int o = 0; o < co; o++) {
+        if (!(var[o] >= 0.0f) || !isfinite(var[o]))
+            return eng_errf(ENG_ERR_FORMAT, err, errlen, "%s.running_var[%d] is %g", bn, o,
+                            (double)var[o]);
+        double scale = (double)gamma[o] / sqrt((double)var[o] + BN_EPS);
+        for (int i = 0; i < ci; i++)
+            for (int y = 0; y < k; y++)
+                for (int x = 0; x < k; x++) {
+                    double v = raw[(((size_t)o * ci + i) * k + y) * k + x] * scale;
+                    cv->w[(((size_t)o * k + y) * k + x) * ci + i] = (float)v;
+                }
+        double b = (double)beta[o] - (double)mean[o] * scale;
+        cv->bias[o] = (float)b;
+        if (!isfinite(cv->bias[o]))
+            return eng_errf(ENG_ERR_FORMAT, err, errlen, "%s / %s: folded bias %d is not finite",
+                            wname, bn, o);
+    }
+    for (size_t i = 0, n = (size_t)co * ci * k * k; i < n; i++)
+        if (!isfinite(cv->w[i]))
+            return eng_errf(ENG_ERR_FORMAT, err, errlen, "%s: non-finite weight after folding %s",
+                            wname, bn);
+    return ENG_OK;
+}
+
+static enum eng_status model_load_weights(struct eng_model *m, struct wsrc *s, char *err,
+                                          size_t errlen) {
+    enum eng_status st = load_conv_bn(s, &m->stem, "conv1.weight", "bn1", false, err, errlen);
+    int b = 0;
+    for (int stage = 0; stage < 4 && st == ENG_OK; stage++) {
+        for (int i = 0; i < m->nblocks[stage] && st == ENG_OK; i++, b++) {
+            struct eng_block *blk = &m->blocks[b];
+            struct eng_conv *convs[3] = {&blk->c1, &blk->c2, &blk->c3};
+            int nconv = m->info.bottleneck ? 3 : 2;
+            char wn[96], bn[96];
+            for (int c = 0; c < nconv && st == ENG_OK; c++) {
+                snprintf(wn, sizeof wn, "layer%d.%d.conv%d.weight", stage + 1, i, c + 1);
+                snprintf(bn, sizeof bn, "layer%d.%d.bn%d", stage + 1, i, c + 1);
+                st = load_conv_bn(s, convs[c], wn, bn, c == nconv - 1, err, errlen);
+            }
+            if (st == ENG_OK && blk->has_ds) {
+                snprintf(wn, sizeof wn, "layer%d.%d.downsample.0.weight", stage + 1, i);
+                snprintf(bn, sizeof bn, "layer%d.%d.downsample.1", stage + 1, i);
+                st = load_conv_bn(s, &blk->ds, wn, bn, false, err, errlen);
+            }
+        }
+    }
+    if (st != ENG_OK) return st;
+    int64_t fw[2] = {m->info.num_classes, m->feat}, fb[1] = {m->info.num_classes};
+    st = src_read(s, "fc.weight", W_FC_W, 2, fw, m->fc_w, err, errlen);
+    if (st == ENG_OK) st = src_read(s, "fc.bias", W_FC_B, 1, fb, m->fc_b, err, errlen);
+    return st;
+}
+
+/* Detects block type and counts from the key names of a torchvision/timm
+ * state dict. */
+static enum eng_status detect_arch(const struct st_file *f, struct eng_model *m, char *err,
+                                   size_t errlen) {
+    static const char *required[] = {"conv1.weight", "bn1.weight", "fc.weight", "fc.bias"};
+    for (size_t i = 0; i < sizeof required / sizeof required[0]; i++)
+        if (!st_find(f, required[i]))
+            return eng_errf(ENG_ERR_MISSING, err, errlen,
+                            "%s: missing tensor %s (not a torchvision/timm ResNet?)", f->path,
+                            required[i]);
+    m->info.bottleneck = st_find(f, "layer1.0.conv3.weight") != NULL;
+    for (int s = 0; s < 4; s++) {
+        char name[64];
+        int n = 0;
+        for (;; n++) {
+            snprintf(name, sizeof name, "layer%d.%d.conv1.weight", s + 1, n);
+            if (!st_find(f, name) || n > 1000) break;
+        }
+        if (n == 0) {
+            snprintf(name, sizeof name, "layer%d.0.conv1.weight", s + 1);
+            return eng_errf(ENG_ERR_MISSING, err, errlen, "%s: missing tensor %s", f->path, name);
+        }
+        m->nblocks[s] = n;
+    }
+    m->info.depth = 2 + (m->nblocks[0] + m->nblocks[1] + m->nblocks[2] + m->nblocks[3]) *
+                            (m->info.bottleneck ? 3 : 2);
+    const struct st_tensor *fc = st_find(f, "fc.weight");
+    if (fc->ndim != 2 || fc->shape[0] < 1 || fc->shape[0] > 1000000)
+        return eng_errf(ENG_ERR_SHAPE, err, errlen, "%s: tensor fc.weight has %d dims, expected 2",
+                        f->path, fc->ndim);
+    m->info.num_classes = (int)fc->shape[0];
+    snprintf(m->info.dtype, sizeof m->info.dtype, "%s", st_find(f, "conv1.weight")->dtype_name);
+    return ENG_OK;
+}
+
+/* Reads the preprocessing recorded beside the weights ("x.json" for
+ * "x.safetensors"), when there is such a file. */
+static enum eng_status load_sidecar(const char *weights, struct eng_preproc *pp, char *err,
+                                    size_t errlen) {
+    char path[600];
+    size_t n = strlen(weights);
+    const char *ext = ".safetensors";
+    size_t el = strlen(ext);
+    if (n > el && !strcmp(weights + n - el, ext))
+        snprintf(path, sizeof path, "%.*s.json", (int)(n - el), weights);
+    else
+        snprintf(path, sizeof path, "%s.json", weights);
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return ENG_OK;
+    json_error_t jerr;
+    json_t *root = json_loadf(fp, 0, &jerr);
+    fclose(fp);
+    if (!root)
+        return eng_errf(ENG_ERR_FORMAT, err, errlen, "%s: %s (line %d)", path, jerr.text, jerr.line);
+    enum eng_status st = ENG_OK;
+    json_t *v;
+    if ((v = json_object_get(root, "resize"))) pp->resize = (int)json_integer_value(v);
+    if ((v = json_object_get(root, "crop"))) pp->crop = (int)json_integer_value(v);
+    if ((v = json_object_get(root, "interpolation"))) {
+        const char *s = json_string_value(v);
+        if (s && !strcmp(s, "bilinear"))
+            pp->interp = ENG_INTERP_BILINEAR;
+        else if (s && !strcmp(s, "bicubic"))
+            pp->interp = ENG_INTERP_BICUBIC;
+        else
+            st = eng_errf(ENG_ERR_FORMAT, err, errlen,
+                          "%s: interpolation must be \"bilinear\" or \"bicubic\"", path);
+    }
+    static const char *keys[2] = {"mean", "std"};
+    float *dst[2] = {pp->mean, pp->std};
+    for (int k = 0; k < 2 && st == ENG_OK; k++) {
+        if (!(v = json_object_get(root, keys[k]))) continue;
+        if (json_array_size(v) != 3) {
+            st = eng_errf(ENG_ERR_FORMAT, err, errlen, "%s: %s needs 3 numbers", path, keys[k]);
+            break;
+        }
+        for (int c = 0; c < 3; c++) dst[k][c] = (float)json_number_value(json_array_get(v, (size_t)c));
+    }
+    if (st == ENG_OK && (pp->resize < 1 || pp->resize > 4096 || pp->crop < 32 ||
+                         pp->crop > pp->resize || !(pp->std[0] > 0 && pp->std[1] > 0 && pp->std[2] > 0)))
+        st = eng_errf(ENG_ERR_FORMAT, err, errlen,
+                      "%s: needs 32 <= crop <= resize <= 4096 and positive std", path);
+    json_decref(root);
+    return st;
+}
+
+static enum eng_status parse_random_spec(const char *spec, struct eng_model *m, char *err,
+                                         size_t errlen) {
+    const char *p = spec + strlen("random:");
+    int depth = 0, used = 0;
+    unsigned long long seed = 0;
+    if (sscanf(p, "resnet%d%n", &depth, &used) != 1)
+        goto bad;
+    p += used;
+    if (*p == ':') {
+        char *end;
+        if (p[1] < '0' || p[1] > '9') goto bad;
+        seed = strtoull(p + 1, &end, 10);
+        if (*end) goto bad;
+    } else if (*p) {
+        goto bad;
+    }
+    for (size_t i = 0; i < sizeof resnet_table / sizeof resnet_table[0]; i++)
+        if (resnet_table[i].depth == depth) {
+            m->info.depth = depth;
+            m->info.bottleneck = resnet_table[i].bottleneck;
+            memcpy(m->nblocks, resnet_table[i].blocks, sizeof m->nblocks);
+            m->info.num_classes = 1000;
+            m->info.random = 1;
+            m->info.seed = seed;
+            snprintf(m->info.dtype, sizeof m->info.dtype, "F32");
+            snprintf(m->info.source, sizeof m->info.source, "random:resnet%d:%llu", depth, seed);
+            return ENG_OK;
+        }
+bad:
+    return eng_errf(ENG_ERR_ARG, err, errlen,
+                    "model \"%s\": expected random:resnetD[:SEED] with D one of 18, 34, 50, 101, "
+                    "152",
+                    spec);
+}
+
+enum eng_status eng_model_load(const char *spec, struct eng_model **out, char *err,
+                               size_t errlen) {
+    *out = NULL;
+    if (!spec || !*spec) return eng_errf(ENG_ERR_ARG, err, errlen, "no model given");
+    struct eng_model *m = calloc(1, sizeof *m);
+    if (!m) return eng_errf(ENG_ERR_NOMEM, err, errlen, "out of memory");
+    eng_preproc_default(&m->info.preproc);
+    struct st_file file = {0};
+    struct wsrc src = {0};
+    enum eng_status st;
+    if (!strncmp(spec, "random:", 7)) {
+        st = parse_random_spec(spec, m, err, errlen);
+        src.rng = m->info.seed ^ 0x5eed5eed5eed5eedull;
+    } else {
+        st = st_open(spec, &file, err, errlen);
+        if (st == ENG_OK) st = detect_arch(&file, m, err, errlen);
+        if (st == ENG_OK) st = load_sidecar(spec, &m->info.preproc, err, errlen);
+        snprintf(m->info.source, sizeof m->info.source, "%s", spec);
+        src.file = &file;
+    }
+    if (st != ENG_OK) goto fail;
+    snprintf(m->info.arch, sizeof m->info.arch, "resnet%d", m->info.depth);
+    if (!model_plan(m)) {
+        st = eng_errf(ENG_ERR_NOMEM, err, errlen, "out of memory");
+        goto fail;
+    }
+    /* One arena for every folded weight; scratch sized for the largest raw
+     * conv weight plus its three BN vectors. */
+    size_t total = 0, scratch = 0;
+    FOR_EACH_CONV(m, cv, {
+        total += conv_floats(cv);
+        size_t need = conv_floats(cv) + 3 * (size_t)cv->cout;
+        if (need > scratch) scratch = need;
+    });
+    total += (size_t)m->info.num_classes * m->feat + m->info.num_classes;
+    m->arena = malloc(total * sizeof(float));
+    src.scratch = malloc(scratch * sizeof(float));
+    if (!m->arena || !src.scratch) {
+        st = eng_errf(ENG_ERR_NOMEM, err, errlen, "out of memory for %zu weights", total);
+        goto fail;
+    }
+    float *p = m->arena;
+    FOR_EACH_CONV(m, cv, {
+        cv->w = p;
+        p += (size_t)cv->cout * cv->k * cv->k * cv->cin;
+        cv->bias = p;
+        p += cv->cout;
+    });
+    m->fc_w = p;
+    m->fc_b = p + (size_t)m->info.num_classes * m->feat;
+    st = model_load_weights(m, &src, err, errlen);
+    if (st != ENG_OK) goto fail;
+    model_count(m, m->info.preproc.crop);
+    free(src.scratch);
+    st_close(&file);
+    *out = m;
+    return ENG_OK;
+fail:
+    free(src.scratch);
+    if (file.map) st_close(&file);
+    eng_model_free(m);
+    return st;
+}
+
+void eng_model_free(struct eng_model *m) {
+    if (!m) return;
+    free(m->arena);
+    free(m->blocks);
+    free(m);
+}
+
+const struct eng_model_info *eng_model_get_info(const struct eng_model *m) {
+    return &m->info;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Contexts                                                                 */
+/* ------------------------------------------------------------------------ */
+
+#define NBUF 4
+
+struct eng_ctx {
+    const struct eng_model *m;
+    int max_batch, size;
+    size_t act_floats;  /* per activation buffer, for max_batch images */
+    size_t col_floats;  /* im2col scratch */
+    float *buf[NBUF];   /* rotating activations, NHWC */
+    float *col;
+    float *pooled;      /* [max_batch][feat] */
+    float *mem;         /* the single allocation behind all of the above */
+    size_t bytes;
+};
+
+/* Largest activation (per image) and im2col scratch (for n images) over the
+ * whole network at input size x size. */
+static void ctx_measure(const struct eng_model *m, int n, int size, size_t *act, size_t *col) {
+    size_t a = (size_t)3 * size * size, c = 0;
+#define NOTE(cv, hin, hout)                                                                        \
+    do {                                                                                           \
+        size_t o_ = (size_t)(cv)->cout * (hout) * (hout);                                          \
+        if (o_ > a) a = o_;                                                                        \
+        size_t c_ = eng_conv_col_floats((cv), n, (hin), (hin));                                    \
+        if (c_ > c) c = c_;                                                                        \
+    } while (0)
+    int h = eng_out_dim(size, 7, 2, 3);
+    NOTE(&m->stem, size, h);
+    h = eng_out_dim(h, 3, 2, 1);
+    for (int b = 0; b < m->total_blocks; b++) {
+        const struct eng_block *blk = &m->blocks[b];
+        const struct eng_conv *list[3] = {&blk->c1, &blk->c2, m->info.bottleneck ? &blk->c3 : NULL};
+        int hin = h;
+        for (int i = 0; i < 3 && list[i]; i++) {
+            int ho = eng_out_dim(h, list[i]->k, list[i]->stride, list[i]->pad);
+            NOTE(list[i], h, ho);
+            h = ho;
+        }
+        if (blk->has_ds) NOTE(&blk->ds, hin, h);
+    }
+#undef NOTE
+    *act = a * (size_t)n;
+    *col = c;
+}
+
+enum eng_status eng_ctx_new(const struct eng_model *m, int max_batch, int size,
+                            struct eng_ctx **out, char *err, size_t errlen) {
+    *out = NULL;
+    if (!m || max_batch < 1 || max_batch > 4096 || size < 32 || size > 4096)
+        return eng_errf(ENG_ERR_ARG, err, errlen,
+                        "context: need 1 <= max_batch <= 4096 (got %d) and 32 <= size <= 4096 "
+                        "(got %d)",
+                        max_batch, size);
+    struct eng_ctx *c = calloc(1, sizeof *c);
+    if (!c) return eng_errf(ENG_ERR_NOMEM, err, errlen, "out of memory");
+    c->m = m;
+    c->max_batch = max_batch;
+    c->size = size;
+    ctx_measure(m, max_batch, size, &c->act_floats, &c->col_floats);
+    /* round each region to 16 floats so every buffer is 64-byte aligned */
+    size_t act = (c->act_floats + 15) & ~(size_t)15, col = (c->col_floats + 15) & ~(size_t)15;
+    size_t pooled = ((size_t)max_batch * m->feat + 15) & ~(size_t)15;
+    size_t floats = NBUF * act + col + pooled;
+    c->bytes = floats * sizeof(float);
+    c->mem = aligned_alloc(64, c->bytes);
+    if (!c->mem) {
+        free(c);
+        return eng_errf(ENG_ERR_NOMEM, err, errlen, "out of memory for a %zu MB workspace",
+                        (floats * sizeof(float)) >> 20);
+    }
+    for (int i = 0; i < NBUF; i++) c->buf[i] = c->mem + (size_t)i * act;
+    c->col = c->mem + NBUF * act;
+    c->pooled = c->col + col;
+    *out = c;
+    return ENG_OK;
+}
+
+void eng_ctx_free(struct eng_ctx *c) {
+    if (!c) return;
+    free(c->mem);
+    free(c);
+}
+
+size_t eng_ctx_workspace_bytes(const struct eng_ctx *c) {
+    return c->bytes;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Forward pass                                                             */
+/* ------------------------------------------------------------------------ */
+
+/* Index of the first buffer not in the used mask. */
+static int free_buf(unsigned used) {
+    for (int i = 0; i < NBUF; i++)
+        if (!(used & (1u << i))) return i;
+    return -1; /* unreachable: a block holds at most three live buffers */
+}
+
+enum eng_status eng_ctx_forward(struct eng_ctx *c, const float *in, int n, float *logits) {
+    if (!c || !in || !logits || n < 1 || n > c->max_batch) return ENG_ERR_ARG;
+    const struct eng_model *m = c->m;
+    const int size = c->size;
+    float **buf = c->buf;
+
+    /* input CHW per image -> NHWC */
+    const size_t plane = (size_t)size * size;
+    for (int i = 0; i < n; i++) {
+        const float *src = in + (size_t)i * 3 * plane;
+        float *dst = buf[0] + (size_t)i * 3 * plane;
+        for (size_t p = 0; p < plane; p++) {
+            dst[3 * p + 0] = src[p];
+            dst[3 * p + 1] = src[plane + p];
+            dst[3 * p + 2] = src[2 * plane + p];
+        }
+    }
+
+    /* stem: conv 7x7/2 + BN + ReLU, then max pool 3x3/2 */
+    int h = eng_out_dim(size, 7, 2, 3);
+    eng_conv_forward(buf[1], buf[0], &m->stem, n, size, size, NULL, true, c->col);
+    eng_maxpool3x3s2(buf[0], buf[1], n, h, h, m->stem.cout);
+    h = eng_out_dim(h, 3, 2, 1);
+    int x = 0; /* buffer holding the block input */
+
+    for (int b = 0; b < m->total_blocks; b++) {
+        const struct eng_block *blk = &m->blocks[b];
+        unsigned used = 1u << x;
+        int t1 = free_buf(used);
+        used |= 1u << t1;
+        int ho = eng_out_dim(h, blk->c1.k, blk->c1.stride, blk->c1.pad);
+        eng_conv_forward(buf[t1], buf[x], &blk->c1, n, h, h, NULL, true, c->col);
+        int y;
+        if (m->info.bottleneck) {
+            /* 1x1 reduce, 3x3 (strided), then 1x1 expand + shortcut + ReLU */
+            int t2 = free_buf(used);
+            used |= 1u << t2;
+            int h2 = eng_out_dim(ho, blk->c2.k, blk->c2.stride, blk->c2.pad);
+            eng_conv_forward(buf[t2], buf[t1], &blk->c2, n, ho, ho, NULL, true, c->col);
+            int id = x;
+            if (blk->has_ds) {
+                id = free_buf(used);
+                eng_conv_forward(buf[id], buf[x], &blk->ds, n, h, h, NULL, false, c->col);
+            }
+            y = t1; /* t1 is dead once conv2 has run */
+            eng_conv_forward(buf[y], buf[t2], &blk->c3, n, h2, h2, buf[id], true, c->col);
+            h = h2;
+        } else {
+            /* 3x3 (strided), then 3x3 + shortcut + ReLU */
+            int id = x;
+            if (blk->has_ds) {
+                id = free_buf(used);
+                used |= 1u << id;
+                eng_conv_forward(buf[id], buf[x], &blk->ds, n, h, h, NULL, false, c->col);
+            }
+            y = free_buf(used);
+            eng_conv_forward(buf[y], buf[t1], &blk->c2, n, ho, ho, buf[id], true, c->col);
+            h = ho;
+        }
+        x = y;
+    }
+
+    eng_avgpool(c->pooled, buf[x], n, h * h, m->feat);
+    eng_linear(logits, c->pooled, m->fc_w, m->fc_b, n, m->feat, m->info.num_classes);
+    return ENG_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Threads                                                                  */
+/* ------------------------------------------------------------------------ */
+
+void eng_set_blas_threads(int n) {
+    if (n <= 0) {
+        cpu_set_t set;
+        n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+    }
+    openblas_set_num_threads(n);
+}
