@@ -53,6 +53,7 @@ enum wkind { W_CONV, W_BN_GAMMA, W_BN_GAMMA_LAST, W_BN_BETA, W_BN_MEAN, W_BN_VAR
 
 struct wsrc {
     const struct st_file *file; /* NULL: random weights from rng */
+    const char *what;           /* the file path or random spec, for messages */
     uint64_t rng;
     float *scratch; /* staging for one raw conv weight */
 };
@@ -223,8 +224,8 @@ static enum eng_status load_conv_bn(struct wsrc *s, struct eng_conv *cv, const c
     const float *gamma = cv->bias, *beta = vec[1], *mean = vec[2], *var = vec[3];
     for (int o = 0; o < co; o++) {
         if (!(var[o] >= 0.0f) || !isfinite(var[o]))
-            return eng_errf(ENG_ERR_FORMAT, err, errlen, "%s.running_var[%d] is %g", bn, o,
-                            (double)var[o]);
+            return eng_errf(ENG_ERR_FORMAT, err, errlen, "%s: tensor %s.running_var[%d] is %g",
+                            s->what, bn, o, (double)var[o]);
         double scale = (double)gamma[o] / sqrt((double)var[o] + BN_EPS);
         for (int i = 0; i < ci; i++)
             for (int y = 0; y < k; y++)
@@ -235,13 +236,15 @@ static enum eng_status load_conv_bn(struct wsrc *s, struct eng_conv *cv, const c
         double b = (double)beta[o] - (double)mean[o] * scale;
         cv->bias[o] = (float)b;
         if (!isfinite(cv->bias[o]))
-            return eng_errf(ENG_ERR_FORMAT, err, errlen, "%s / %s: folded bias %d is not finite",
-                            wname, bn, o);
+            return eng_errf(ENG_ERR_FORMAT, err, errlen,
+                            "%s: tensors %s / %s: folded bias %d is not finite", s->what, wname,
+                            bn, o);
     }
     for (size_t i = 0, n = (size_t)co * ci * k * k; i < n; i++)
         if (!isfinite(cv->w[i]))
-            return eng_errf(ENG_ERR_FORMAT, err, errlen, "%s: non-finite weight after folding %s",
-                            wname, bn);
+            return eng_errf(ENG_ERR_FORMAT, err, errlen,
+                            "%s: tensor %s: non-finite weight after folding %s", s->what, wname,
+                            bn);
     return ENG_OK;
 }
 
@@ -403,7 +406,7 @@ enum eng_status eng_model_load(const char *spec, struct eng_model **out, char *e
     if (!m) return eng_errf(ENG_ERR_NOMEM, err, errlen, "out of memory");
     eng_preproc_default(&m->info.preproc);
     struct st_file file = {0};
-    struct wsrc src = {0};
+    struct wsrc src = {.what = spec};
     enum eng_status st;
     if (!strncmp(spec, "random:", 7)) {
         st = parse_random_spec(spec, m, err, errlen);

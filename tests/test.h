@@ -35,7 +35,7 @@ static int t_npass, t_nfail, t_nskip;
 
 #define RUN(fn) t_run(#fn, fn)
 
-static void t_fail_at(const char *file, int line, const char *expr, const char *fmt, ...) {
+__attribute__((unused)) static void t_fail_at(const char *file, int line, const char *expr, const char *fmt, ...) {
     char extra[768] = "";
     if (fmt && *fmt) {
         va_list ap;
@@ -47,7 +47,7 @@ static void t_fail_at(const char *file, int line, const char *expr, const char *
     t_failed_case = 1;
 }
 
-static void t_skip_msg(const char *fmt, ...) {
+__attribute__((unused)) static void t_skip_msg(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(t_msg, sizeof t_msg, fmt, ap);
@@ -74,12 +74,12 @@ static void t_run(const char *name, void (*fn)(void)) {
 }
 
 /* Exit status of a test binary: non-zero when any case failed. */
-static int t_done(void) {
+__attribute__((unused)) static int t_done(void) {
     return t_nfail ? 1 : 0;
 }
 
 /* Reads a whole file into a malloc'd buffer (NUL-terminated); NULL on error. */
-static unsigned char *t_read_file(const char *path, size_t *len) {
+__attribute__((unused)) static unsigned char *t_read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     if (fseek(f, 0, SEEK_END) != 0) {
