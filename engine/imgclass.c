@@ -3,10 +3,15 @@
 #include "engine.h"
 
 #include <errno.h>
+#include <immintrin.h>
 #include <jansson.h>
+#include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 /* Images per forward pass: batching amortises the weight reads. */
 #define CLI_BATCH 8
@@ -15,6 +20,8 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: imgclass --model PATH|random:resnetD[:SEED] [--labels FILE] [--topk K]\n"
             "                [--json] IMAGE...\n"
+            "       imgclass --bench [--model M] [--batch B] [--seconds S] [--workers W]\n"
+            "                [--threads T] [--json]\n"
             "\n"
             "Prints the top-k ImageNet classes of each JPEG image.\n"
             "  --model M    safetensors weights (torchvision/timm ResNet-18/34/50/101/152),\n"
@@ -22,6 +29,10 @@ static void usage(FILE *f) {
             "  --labels F   class names, one per line (default: built-in ImageNet-1k)\n"
             "  --topk K     classes per image (default 5)\n"
             "  --json       one JSON object per image and line\n"
+            "Benchmark mode (--bench) measures the engine's images/s for one layout:\n"
+            "  W workers, each with its own context running batches of B, each BLAS\n"
+            "  call on T threads (defaults: random:resnet50, B 8, S 10, W 1, T 1).\n"
+            "  Results are checked against single-image runs before they are reported.\n"
             "Exit status: 0 when every image was classified, 1 when any failed, 2 on usage.\n");
 }
 
@@ -154,48 +165,288 @@ static int run_batch(struct cli *c, char **files, int n, float *in, float *logit
     return failed;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Benchmark mode                                                           */
+/* ------------------------------------------------------------------------ */
+
+struct bench {
+    const struct eng_model *model;
+    int batch, size, classes;
+    double seconds;
+    const float *in;          /* [batch][3][size][size] */
+    const float *ref;         /* [batch][classes]: each image run alone */
+    struct eng_ctx *ctx;      /* this worker's */
+    float *logits;            /* [batch][classes] */
+    double *lat;              /* batch latencies in seconds */
+    int nlat, cap;
+    int mismatch;             /* first output differed from ref */
+    double worst;             /* worst relative error seen */
+};
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* Largest |a-b| / (1 + max|b|) per image; the parity tests' criterion is
+ * 1e-3, a reordering of the same sums stays far below it. */
+static double rel_error(const float *a, const float *b, int n, int classes) {
+    double worst = 0;
+    for (int i = 0; i < n; i++) {
+        double scale = 0, d = 0;
+        for (int j = 0; j < classes; j++) {
+            scale = fmax(scale, fabs(b[(size_t)i * classes + j]));
+            d = fmax(d, fabs(a[(size_t)i * classes + j] - b[(size_t)i * classes + j]));
+        }
+        worst = fmax(worst, d / (1 + scale));
+    }
+    return worst;
+}
+
+static void *bench_worker(void *arg) {
+    struct bench *b = arg;
+    /* the first pass is checked and not timed (it also warms the caches) */
+    eng_ctx_forward(b->ctx, b->in, b->batch, b->logits);
+    b->worst = rel_error(b->logits, b->ref, b->batch, b->classes);
+    if (!(b->worst < 1e-4)) {
+        b->mismatch = 1;
+        return NULL;
+    }
+    double start = now_s(), t = start;
+    while (t - start < b->seconds && b->nlat < b->cap) {
+        eng_ctx_forward(b->ctx, b->in, b->batch, b->logits);
+        double t2 = now_s();
+        b->lat[b->nlat++] = t2 - t;
+        t = t2;
+    }
+    return NULL;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* FMA throughput of one core, in GFLOP/s: independent accumulator chains
+ * so the loop is bound by the FMA units, not by latency. */
+__attribute__((target("avx512f"))) static double fma_peak_avx512(long iters) {
+    __m512 acc[12], m = _mm512_set1_ps(0.999f), a = _mm512_set1_ps(1e-3f);
+    for (int i = 0; i < 12; i++) acc[i] = _mm512_set1_ps((float)i);
+    double t = now_s();
+    for (long k = 0; k < iters; k++)
+        for (int i = 0; i < 12; i++) acc[i] = _mm512_fmadd_ps(acc[i], m, a);
+    t = now_s() - t;
+    float sink[16];
+    for (int i = 1; i < 12; i++) acc[0] = _mm512_add_ps(acc[0], acc[i]);
+    _mm512_storeu_ps(sink, acc[0]);
+    return sink[0] == 12345.0f ? 0 : (double)iters * 12 * 16 * 2 / t / 1e9;
+}
+
+__attribute__((target("avx2,fma"))) static double fma_peak_avx2(long iters) {
+    __m256 acc[12], m = _mm256_set1_ps(0.999f), a = _mm256_set1_ps(1e-3f);
+    for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_ps((float)i);
+    double t = now_s();
+    for (long k = 0; k < iters; k++)
+        for (int i = 0; i < 12; i++) acc[i] = _mm256_fmadd_ps(acc[i], m, a);
+    t = now_s() - t;
+    float sink[8];
+    for (int i = 1; i < 12; i++) acc[0] = _mm256_add_ps(acc[0], acc[i]);
+    _mm256_storeu_ps(sink, acc[0]);
+    return sink[0] == 12345.0f ? 0 : (double)iters * 12 * 8 * 2 / t / 1e9;
+}
+
+static void *peak_thread(void *arg) {
+    double *out = arg;
+    if (__builtin_cpu_supports("avx512f"))
+        *out = fma_peak_avx512(20000000);
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        *out = fma_peak_avx2(20000000);
+    return NULL;
+}
+
+/* Sum over one thread per online CPU, all running at once. */
+static double fma_peak_all_cores(int *ncpu) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) n = 1;
+    if (n > 256) n = 256;
+    pthread_t th[256];
+    double g[256] = {0}, total = 0;
+    for (long i = 0; i < n; i++) pthread_create(&th[i], NULL, peak_thread, &g[i]);
+    for (long i = 0; i < n; i++) pthread_join(th[i], NULL);
+    for (long i = 0; i < n; i++) total += g[i];
+    *ncpu = (int)n;
+    return total;
+}
+
+static int run_bench(const char *spec, int batch, double seconds, int workers, int threads,
+                     int json) {
+    char err[512];
+    int ncpu = 0;
+    double peak = fma_peak_all_cores(&ncpu);
+    struct eng_model *m = NULL;
+    if (eng_model_load(spec, &m, err, sizeof err) != ENG_OK) {
+        fprintf(stderr, "imgclass: %s\n", err);
+        return 2;
+    }
+    eng_set_blas_threads(threads);
+    const struct eng_model_info *info = eng_model_get_info(m);
+    const int size = info->preproc.crop, classes = info->num_classes;
+    const size_t img = (size_t)3 * size * size;
+    float *in = malloc(sizeof(float) * img * batch);
+    float *ref = malloc(sizeof(float) * (size_t)classes * batch);
+    struct bench *b = calloc((size_t)workers, sizeof *b);
+    pthread_t *th = calloc((size_t)workers, sizeof *th);
+    struct eng_ctx *one = NULL;
+    int rc = 2;
+    if (!in || !ref || !b || !th) goto out;
+    /* distinct smooth inputs so a batch mix-up would show */
+    for (int i = 0; i < batch; i++)
+        for (size_t p = 0; p < img; p++)
+            in[i * img + p] = (float)sin(0.001 * (double)p * (i + 1) + i);
+    if (eng_ctx_new(m, 1, size, &one, err, sizeof err) != ENG_OK) goto fail;
+    for (int i = 0; i < batch; i++) eng_ctx_forward(one, in + i * img, 1, ref + (size_t)i * classes);
+    int cap = (int)(seconds * 2000) + 16;
+    for (int w = 0; w < workers; w++) {
+        b[w] = (struct bench){.model = m, .batch = batch, .size = size, .classes = classes,
+                              .seconds = seconds, .in = in, .ref = ref, .cap = cap};
+        b[w].logits = malloc(sizeof(float) * (size_t)classes * batch);
+        b[w].lat = malloc(sizeof(double) * (size_t)cap);
+        if (!b[w].logits || !b[w].lat) goto out;
+        if (eng_ctx_new(m, batch, size, &b[w].ctx, err, sizeof err) != ENG_OK) goto fail;
+    }
+    double t0 = now_s();
+    for (int w = 0; w < workers; w++) pthread_create(&th[w], NULL, bench_worker, &b[w]);
+    for (int w = 0; w < workers; w++) pthread_join(th[w], NULL);
+    double wall = now_s() - t0;
+    long images = 0;
+    double worst = 0;
+    int nl = 0;
+    for (int w = 0; w < workers; w++) {
+        worst = fmax(worst, b[w].worst);
+        if (b[w].mismatch) {
+            fprintf(stderr,
+                    "imgclass: bench: batch %d, workers %d, threads %d gives outputs that differ "
+                    "from single-image runs (relative error %g); not reporting it\n",
+                    batch, workers, threads, b[w].worst);
+            rc = 1;
+            goto out;
+        }
+        images += (long)b[w].nlat * batch;
+        nl += b[w].nlat;
+    }
+    double *all = malloc(sizeof(double) * (size_t)(nl ? nl : 1));
+    if (!all) goto out;
+    for (int w = 0, k = 0; w < workers; w++)
+        for (int i = 0; i < b[w].nlat; i++) all[k++] = b[w].lat[i];
+    qsort(all, (size_t)nl, sizeof *all, cmp_double);
+    double p50 = nl ? all[nl / 2] * 1e3 : 0, p90 = nl ? all[(nl * 9) / 10] * 1e3 : 0;
+    free(all);
+    double ips = images / wall, gflops = ips * info->gflop;
+    if (json)
+        printf("{\"model\": \"%s\", \"random\": %s, \"batch\": %d, \"workers\": %d, \"threads\": %d, "
+               "\"seconds\": %.3f, \"images\": %ld, \"images_per_s\": %.3f, "
+               "\"batch_latency_p50_ms\": %.3f, \"batch_latency_p90_ms\": %.3f, "
+               "\"gflops\": %.2f, \"fma_peak_gflops\": %.2f, \"peak_share\": %.4f, "
+               "\"cpus\": %d, \"max_rel_error\": %.3g}\n",
+               info->arch, info->random ? "true" : "false", batch, workers, threads, wall, images,
+               ips, p50, p90, gflops, peak, peak > 0 ? gflops / peak : 0, ncpu, worst);
+    else
+        printf("%s batch %d, %d worker(s) x %d BLAS thread(s): %.2f images/s, batch latency "
+               "p50 %.1f ms p90 %.1f ms, %.1f GFLOP/s = %.0f%% of the %.0f GFLOP/s FMA peak of "
+               "%d CPUs (outputs checked, max relative error %.2g)\n",
+               info->arch, batch, workers, threads, ips, p50, p90, gflops,
+               peak > 0 ? 100 * gflops / peak : 0, peak, ncpu, worst);
+    rc = 0;
+    goto out;
+fail:
+    fprintf(stderr, "imgclass: %s\n", err);
+out:
+    for (int w = 0; b && w < workers; w++) {
+        eng_ctx_free(b[w].ctx);
+        free(b[w].logits);
+        free(b[w].lat);
+    }
+    eng_ctx_free(one);
+    free(b);
+    free(th);
+    free(in);
+    free(ref);
+    eng_model_free(m);
+    return rc;
+}
+
+/* Parses an integer option value in [lo, hi]; prints why and returns 0 on
+ * a bad value. */
+static int parse_int_opt(const char *name, const char *v, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long k = strtol(v, &end, 10);
+    if (errno || *end || end == v || k < lo || k > hi) {
+        fprintf(stderr, "imgclass: %s must be an integer in [%ld, %ld], got \"%s\"\n", name, lo,
+                hi, v);
+        return 0;
+    }
+    *out = (int)k;
+    return 1;
+}
+
 int main(int argc, char **argv) {
     struct cli c = {.topk = 5};
     char **files = calloc((size_t)argc, sizeof *files);
     int nfiles = 0;
     if (!files) return 2;
+    int bench = 0, batch = 8, seconds = 10, workers = 1, threads = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int ok = 1;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             free(files);
             return 0;
         } else if (!strcmp(a, "--json")) {
             c.json = 1;
-        } else if ((!strcmp(a, "--model") || !strcmp(a, "--labels") || !strcmp(a, "--topk")) &&
-                   i + 1 < argc) {
-            const char *v = argv[++i];
-            if (!strcmp(a, "--model")) c.model_spec = v;
-            else if (!strcmp(a, "--labels")) c.labels_path = v;
-            else {
-                char *end;
-                long k = strtol(v, &end, 10);
-                if (*end || end == v || k < 1 || k > 1000000) {
-                    fprintf(stderr, "imgclass: --topk must be a positive integer, got \"%s\"\n", v);
-                    free(files);
-                    return 2;
-                }
-                c.topk = (int)k;
-            }
+        } else if (!strcmp(a, "--bench")) {
+            bench = 1;
+        } else if (!strcmp(a, "--model") && v) {
+            c.model_spec = argv[++i];
+        } else if (!strcmp(a, "--labels") && v) {
+            c.labels_path = argv[++i];
+        } else if (!strcmp(a, "--topk") && v) {
+            ok = parse_int_opt(a, argv[++i], 1, 1000000, &c.topk);
+        } else if (!strcmp(a, "--batch") && v) {
+            ok = parse_int_opt(a, argv[++i], 1, 256, &batch);
+        } else if (!strcmp(a, "--seconds") && v) {
+            ok = parse_int_opt(a, argv[++i], 1, 3600, &seconds);
+        } else if (!strcmp(a, "--workers") && v) {
+            ok = parse_int_opt(a, argv[++i], 1, 64, &workers);
+        } else if (!strcmp(a, "--threads") && v) {
+            ok = parse_int_opt(a, argv[++i], 1, 64, &threads);
         } else if (a[0] == '-' && a[1] == '-') {
             fprintf(stderr, "imgclass: unknown or incomplete option %s\n", a);
             usage(stderr);
-            free(files);
-            return 2;
+            ok = 0;
         } else {
             files[nfiles++] = argv[i];
         }
+        if (!ok) {
+            free(files);
+            return 2;
+        }
+    }
+    if (bench) {
+        free(files);
+        return run_bench(c.model_spec ? c.model_spec : "random:resnet50", batch, seconds, workers,
+                         threads, c.json);
     }
     if (!c.model_spec || nfiles == 0) {
         usage(stderr);
         free(files);
         return 2;
     }
+    /* one image at a time on the caller's cores: let BLAS use them all */
+    eng_set_blas_threads(0);
 
     char err[512];
     int rc = 2;
