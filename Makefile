@@ -2,7 +2,7 @@
 
 CC      ?= cc
 OPT     ?= -O2 -g
-WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter -Werror
 CFLAGS  ?=
 CFLAGS  += $(OPT) $(WARN) -std=c11 -D_GNU_SOURCE -pthread -MMD -MP -Iengine -Iserver
 CFLAGS  += $(shell pkg-config --cflags openblas 2>/dev/null)
@@ -11,6 +11,7 @@ LDLIBS  += $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas) \
 SRV_LIBS := -lmicrohttpd
 TEST_LIBS := -lcurl
 B       := build
+REF     := build/ref
 PY      := /usr/bin/python3
 ARCH    ?= resnet50
 PORT    ?= 8080
@@ -72,25 +73,26 @@ $(B)/tests/%: tests/%.c $(SERVER_OBJ) $(B)/libengine.a tests/test.h
 
 # Reference data from torchvision: seeded random models, images, expected
 # tensors and logits. Regenerated when the generator changes.
-$(B)/ref/stamp: tests/gen_reference.py
-	@mkdir -p $(B)/ref
-	$(PY) tests/gen_reference.py --out $(B)/ref
+$(REF)/stamp: tests/gen_reference.py
+	@mkdir -p $(REF)
+	$(PY) tests/gen_reference.py --out $(REF)
 	@touch $@
 
 check-deps:
 	@$(MAKE) --no-print-directory deps
 
 test: check-deps  ## install deps, build, generate torchvision references, run all tests
-	@$(MAKE) --no-print-directory all $(TEST_BIN) $(B)/ref/stamp
-	@bash tests/run.sh $(TEST_BIN)
+	@$(MAKE) --no-print-directory all $(TEST_BIN) $(REF)/stamp
+	@IMGCLASS_REF=$(REF) IMGCLASS_BIN=$(B)/imgclass IMGCLASSD_BIN=$(B)/imgclassd \
+	    bash tests/run.sh $(TEST_BIN)
 
 # Whole suite under AddressSanitizer and UndefinedBehaviorSanitizer.
 asan:  ## run the tests under ASan + UBSan (build in build/asan)
 	@$(MAKE) --no-print-directory B=build/asan \
 	    OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	    REF_DIR=build/ref test
+	    test
 
-run: all  ## start the server on port $(PORT) with models/$(ARCH).safetensors
+run: check-deps all  ## start the server on port $(PORT) with models/$(ARCH).safetensors
 	@if [ ! -f models/$(ARCH).safetensors ]; then \
 	    echo "run: models/$(ARCH).safetensors is missing."; \
 	    echo "     Put torchvision/timm ResNet weights there (safetensors), or try the service"; \
