@@ -28,7 +28,7 @@ SERVER_OBJ := $(SERVER_SRC:%.c=$(B)/%.o)
 TEST_SRC   := $(wildcard tests/test_*.c)
 TEST_BIN   := $(TEST_SRC:tests/%.c=$(B)/tests/%)
 
-.PHONY: all deps test run clean help asan check-deps
+.PHONY: all deps test run clean help asan check-deps bench
 all: $(B)/imgclass $(if $(wildcard server/main.c),$(B)/imgclassd)  ## build the CLI and the server
 
 help:  ## list targets
@@ -70,6 +70,15 @@ $(B)/imgclassd: $(B)/server/main.o $(SERVER_OBJ) $(B)/libengine.a
 $(B)/tests/%: tests/%.c $(SERVER_OBJ) $(B)/libengine.a tests/test.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(SERVER_OBJ) $(B)/libengine.a $(SRV_LIBS) $(TEST_LIBS) $(LDLIBS)
+
+# Closed-loop HTTP load generator used by `make bench`.
+$(B)/loadgen: tests/bench/loadgen.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(TEST_LIBS) -ljansson
+
+# Engine, PyTorch and server side by side, in both OpenBLAS environments.
+bench: check-deps all $(B)/loadgen  ## benchmark vs PyTorch; writes build/bench.json
+	@B=$(B) bash tests/bench/bench.sh
 
 # Reference data from torchvision: seeded random models, images, expected
 # tensors and logits. Regenerated when the generator changes.

@@ -1,0 +1,99 @@
+#!/usr/bin/python3
+"""report.py: turns bench.sh's measurements into build/bench.json and a table
+with the ratios against PyTorch and the targets of the performance issue."""
+import argparse
+import json
+
+
+def load(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def summarise(rows):
+    engine = [r["data"] for r in rows if r["kind"] == "engine"]
+    torch = next(r["data"] for r in rows if r["kind"] == "torch")
+    server = [r["data"] for r in rows if r["kind"] == "server"]
+    rss = next(r["data"]["peak_rss_bytes"] for r in rows if r["kind"] == "server_rss")
+    sat = max(engine, key=lambda e: e["images_per_s"])
+    # idle single-image latency: one image, all cores on it
+    single = min((e for e in engine if e["batch"] == 1),
+                 key=lambda e: e["batch_latency_p50_ms"])
+    params = 25557032 if "resnet50" in sat["model"] else None
+    weights_mb = params * 4 / 2**20 if params else None
+    by_clients = {s["clients"]: s for s in server}
+    s1, s16 = by_clients.get(1), by_clients.get(16)
+    eager, frozen = torch["best"]["eager"], torch["best"]["frozen"]
+    frozen_b1 = torch["best"]["frozen_batch1"]
+    targets = {
+        "engine_vs_eager": (sat["images_per_s"] / eager["images_per_s"], ">=", 1.5),
+        "engine_vs_frozen": (sat["images_per_s"] / frozen["images_per_s"], ">=", 1.0),
+        "single_latency_ms_vs_frozen_b1": (single["batch_latency_p50_ms"],
+                                           "<=", frozen_b1["batch_latency_ms"]),
+    }
+    if s16:
+        targets["server16_share_of_engine"] = (s16["images_per_s"] / sat["images_per_s"], ">=", 0.9)
+        targets["server16_p99_over_p50"] = (s16["p99_ms"] / max(s16["p50_ms"], 1e-9), "<=", 2.0)
+    if s1:
+        targets["server1_p50_ms"] = (s1["p50_ms"], "<=",
+                                     single["batch_latency_p50_ms"] + s1["mean_decode_ms"] + 5)
+    if weights_mb:
+        targets["peak_rss_mb"] = (rss / 2**20, "<=", 2 * weights_mb + 200)
+    met = {k: (v <= lim if op == "<=" else v >= lim) for k, (v, op, lim) in targets.items()}
+    return {"engine": engine, "engine_saturated": sat, "engine_single": single, "torch": torch,
+            "server": server, "server_peak_rss_bytes": rss,
+            "targets": {k: {"value": v, "op": op, "limit": lim, "met": met[k]}
+                        for k, (v, op, lim) in targets.items()}}
+
+
+def table(name, s):
+    sat, single, t = s["engine_saturated"], s["engine_single"], s["torch"]["best"]
+    out = [f"### {name}", "",
+           "| measurement | images/s | latency ms | note |", "|---|---|---|---|"]
+    for e in s["engine"]:
+        out.append(f"| engine b{e['batch']} {e['workers']}w x {e['threads']}t | "
+                   f"{e['images_per_s']:.1f} | {e['batch_latency_p50_ms']:.1f} (batch p50) | "
+                   f"{e['gflops']:.0f} GFLOP/s, {100 * e['peak_share']:.0f}% of "
+                   f"{e['fma_peak_gflops']:.0f} |")
+    for mode in ("eager", "frozen"):
+        r = t[mode]
+        out.append(f"| PyTorch {mode} (best: b{r['batch']}) | {r['images_per_s']:.1f} | "
+                   f"{r['batch_latency_ms']:.1f} (batch) | |")
+    r = t["frozen_batch1"]
+    out.append(f"| PyTorch frozen b1 | {r['images_per_s']:.1f} | {r['batch_latency_ms']:.1f} | |")
+    for sv in s["server"]:
+        out.append(f"| server {sv['clients']} clients | {sv['images_per_s']:.1f} | "
+                   f"p50 {sv['p50_ms']:.1f} / p90 {sv['p90_ms']:.1f} / p99 {sv['p99_ms']:.1f} | "
+                   f"mean batch {sv['mean_batch']:.2f}, decode {sv['mean_decode_ms']:.1f} ms, "
+                   f"{sv['errors']} errors |")
+    out.append(f"| server peak RSS (64 clients) | | | {s['server_peak_rss_bytes'] / 2**20:.0f} MB |")
+    out += ["", "| target | measured | goal | met |", "|---|---|---|---|"]
+    for k, v in s["targets"].items():
+        out.append(f"| {k} | {v['value']:.2f} | {v['op']} {v['limit']:.2f} | "
+                   f"{'yes' if v['met'] else 'NO'} |")
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--machine", required=True)
+    ap.add_argument("--native", required=True)
+    ap.add_argument("--machine-env", default="")
+    ap.add_argument("--model", default="random:resnet50")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    res = {"model": a.model,
+           "variants": {"machine": dict(env=a.machine_env, **summarise(load(a.machine))),
+                        "native": dict(env="OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset",
+                                       **summarise(load(a.native)))}}
+    with open(a.out, "w") as f:
+        json.dump(res, f, indent=1)
+    print(table(f"OpenBLAS as set on this machine ({a.machine_env})", res["variants"]["machine"]))
+    print()
+    print(table("OpenBLAS's own kernels (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE unset)",
+                res["variants"]["native"]))
+    print(f"\nwritten: {a.out}")
+
+
+if __name__ == "__main__":
+    main()
