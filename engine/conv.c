@@ -13,6 +13,9 @@
 /* Rows per sgemm call on the direct (1x1, stride 1) path: the output chunk
  * stays in L2 for the epilogue that follows. */
 #define DIRECT_CHUNK_ROWS 1024
+/* Below this many output rows per task a convolution is split by output
+ * channels instead: sgemm is inefficient on a handful of rows. */
+#define MIN_ROWS_PER_TASK 64
 
 static bool conv_is_direct(const struct eng_conv *cv) {
     return cv->k == 1 && cv->stride == 1 && cv->pad == 0;
@@ -25,10 +28,10 @@ static int col_chunk_rows(const struct eng_conv *cv, int m) {
     return rows < (size_t)m ? (int)rows : m;
 }
 
-size_t eng_conv_col_floats(const struct eng_conv *cv, int n, int h, int w) {
+size_t eng_conv_col_floats(const struct eng_conv *cv, int n, int h, int w, int ntasks) {
     if (conv_is_direct(cv)) return 0;
     int m = n * eng_out_dim(h, cv->k, cv->stride, cv->pad) * eng_out_dim(w, cv->k, cv->stride, cv->pad);
-    return (size_t)col_chunk_rows(cv, m) * cv->k * cv->k * cv->cin;
+    return (size_t)ntasks * col_chunk_rows(cv, m) * cv->k * cv->k * cv->cin;
 }
 
 /* col[r][ky][kx][cin] for output rows m0 .. m0+rows; taps outside the image
@@ -60,13 +63,14 @@ static void im2col(float *col, const float *in, const struct eng_conv *cv, int h
     }
 }
 
-/* out = act(out + bias (+ res)) over rows x c: one pass over the output. */
+/* out = act(out + bias (+ res)) over rows x c, rows ld floats apart (out
+ * and res alike): one pass over the output while it is still in cache. */
 static void epilogue(float *restrict out, const float *restrict res, const float *restrict bias,
-                     int rows, int c, bool relu) {
+                     int rows, int c, int ld, bool relu) {
     for (int r = 0; r < rows; r++) {
-        float *o = out + (size_t)r * c;
+        float *o = out + (size_t)r * ld;
         if (res) {
-            const float *q = res + (size_t)r * c;
+            const float *q = res + (size_t)r * ld;
             for (int j = 0; j < c; j++) o[j] += bias[j] + q[j];
         } else {
             for (int j = 0; j < c; j++) o[j] += bias[j];
@@ -76,28 +80,81 @@ static void epilogue(float *restrict out, const float *restrict res, const float
     }
 }
 
-void eng_conv_forward(float *out, const float *in, const struct eng_conv *cv, int n, int h, int w,
-                      const float *res, bool relu, float *col) {
-    const int ho = eng_out_dim(h, cv->k, cv->stride, cv->pad);
-    const int wo = eng_out_dim(w, cv->k, cv->stride, cv->pad);
-    const int m = n * ho * wo, kdim = cv->k * cv->k * cv->cin, cout = cv->cout;
-    const bool direct = conv_is_direct(cv);
-    const int chunk = direct ? DIRECT_CHUNK_ROWS : col_chunk_rows(cv, m);
-    for (int m0 = 0; m0 < m; m0 += chunk) {
-        int rows = m - m0 < chunk ? m - m0 : chunk;
+/* One convolution, split into tasks for the pool: by output rows when there
+ * are enough of them, else (deep layers of small batches) by output channels
+ * over an im2col matrix built once. */
+struct conv_job {
+    float *out;
+    const float *in, *res;
+    const struct eng_conv *cv;
+    float *col;
+    size_t col_slice; /* floats of col per task (row split) */
+    int h, w, ho, wo, m, kdim;
+    int chunk, nchunks; /* row split: rows per chunk; task t takes t, t+T, ... */
+    int ntasks;
+    int cols_per_task; /* channel split: output channels per task; 0 = row split */
+    bool relu;
+};
+
+static void conv_task(void *arg, int t) {
+    const struct conv_job *j = arg;
+    const struct eng_conv *cv = j->cv;
+    const int cout = cv->cout, kdim = j->kdim;
+    if (j->cols_per_task) {
+        int n0 = t * j->cols_per_task;
+        int nc = cout - n0 < j->cols_per_task ? cout - n0 : j->cols_per_task;
+        if (nc <= 0) return;
+        const float *a = j->col ? j->col : j->in;
+        /* out[m][n0 .. n0+nc) = a[m][kdim] x w[n0 .. n0+nc)[kdim]^T */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->m, nc, kdim, 1.0f, a, kdim,
+                    cv->w + (size_t)n0 * kdim, kdim, 0.0f, j->out + n0, cout);
+        epilogue(j->out + n0, j->res ? j->res + n0 : NULL, cv->bias + n0, j->m, nc, cout, j->relu);
+        return;
+    }
+    for (int c = t; c < j->nchunks; c += j->ntasks) {
+        int m0 = c * j->chunk;
+        int rows = j->m - m0 < j->chunk ? j->m - m0 : j->chunk;
         const float *a;
-        if (direct) {
-            a = in + (size_t)m0 * kdim;
-        } else {
-            im2col(col, in, cv, h, w, ho, wo, m0, rows);
+        if (j->col) {
+            float *col = j->col + (size_t)t * j->col_slice;
+            im2col(col, j->in, cv, j->h, j->w, j->ho, j->wo, m0, rows);
             a = col;
+        } else {
+            a = j->in + (size_t)m0 * kdim;
         }
-        float *o = out + (size_t)m0 * cout;
+        float *o = j->out + (size_t)m0 * cout;
         /* o[rows][cout] = a[rows][kdim] x w[cout][kdim]^T */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cout, kdim, 1.0f, a, kdim,
                     cv->w, kdim, 0.0f, o, cout);
-        epilogue(o, res ? res + (size_t)m0 * cout : NULL, cv->bias, rows, cout, relu);
+        epilogue(o, j->res ? j->res + (size_t)m0 * cout : NULL, cv->bias, rows, cout, cout,
+                 j->relu);
     }
+}
+
+void eng_conv_forward(float *out, const float *in, const struct eng_conv *cv, int n, int h, int w,
+                      const float *res, bool relu, float *col, int ntasks) {
+    struct conv_job j = {.out = out, .in = in, .res = res, .cv = cv, .h = h, .w = w,
+                         .relu = relu, .ntasks = ntasks > 0 ? ntasks : 1};
+    j.ho = eng_out_dim(h, cv->k, cv->stride, cv->pad);
+    j.wo = eng_out_dim(w, cv->k, cv->stride, cv->pad);
+    j.m = n * j.ho * j.wo;
+    j.kdim = cv->k * cv->k * cv->cin;
+    const bool direct = conv_is_direct(cv);
+    j.col = direct ? NULL : col;
+    if (j.m < MIN_ROWS_PER_TASK * j.ntasks && j.ntasks > 1) {
+        /* channel split; the im2col matrix (m is small) fits the scratch */
+        if (j.col) im2col(j.col, in, cv, h, w, j.ho, j.wo, 0, j.m);
+        int per = (cv->cout + j.ntasks - 1) / j.ntasks;
+        j.cols_per_task = (per + 15) & ~15;
+        eng_pool_run(conv_task, &j, j.ntasks);
+        return;
+    }
+    int cap = direct ? DIRECT_CHUNK_ROWS : col_chunk_rows(cv, j.m);
+    int even = (j.m + j.ntasks - 1) / j.ntasks; /* so every task gets rows */
+    j.chunk = even < cap ? even : cap;
+    j.nchunks = (j.m + j.chunk - 1) / j.chunk;
+    j.col_slice = direct ? 0 : (size_t)col_chunk_rows(cv, j.m) * j.kdim;
+    eng_pool_run(conv_task, &j, j.ntasks < j.nchunks ? j.ntasks : j.nchunks);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -171,9 +171,19 @@ enum eng_status eng_ctx_forward(struct eng_ctx *c, const float *in, int n, float
 /* Bytes of workspace the context holds. */
 size_t eng_ctx_workspace_bytes(const struct eng_ctx *c);
 
-/* Number of threads each BLAS call may use (process-wide OpenBLAS setting).
- * Call before running forward passes; n <= 0 means one per available CPU. */
-void eng_set_blas_threads(int n);
+/* Starts the engine's compute pool with n threads (n <= 0: one per CPU this
+ * process may run on) and returns how many started. Every context's
+ * convolutions run as tasks on this one pool, with single-threaded BLAS, so
+ * a lone image uses every core and concurrent forward passes share them.
+ * Contexts made before the pool exists run in their caller's thread. Call
+ * at start-up, before creating contexts, not concurrently with forwards. */
+int eng_set_threads(int n);
+
+/* Threads in the compute pool (0 before eng_set_threads). */
+int eng_get_threads(void);
+
+/* Stops the pool's threads (for a clean exit); no forward may be running. */
+void eng_shutdown(void);
 
 /* ------------------------------------------------------------------------ */
 /* Outputs and labels (engine/topk.c, engine/labels.c)                      */

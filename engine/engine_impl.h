@@ -76,14 +76,14 @@ static inline int eng_out_dim(int in, int k, int stride, int pad) {
 }
 
 /* Floats of im2col scratch eng_conv_forward needs for this conv at this
- * input size and batch; 0 when it feeds sgemm directly. */
-size_t eng_conv_col_floats(const struct eng_conv *cv, int n, int h, int w);
+ * input size and batch, split into ntasks; 0 when it feeds sgemm directly. */
+size_t eng_conv_col_floats(const struct eng_conv *cv, int n, int h, int w, int ntasks);
 
-/* out[n][ho][wo][cout] = act(conv(in) + bias (+ res)).
- * in: [n][h][w][cin]; res: NULL or shaped like out; col: scratch of
- * eng_conv_col_floats() floats. Allocates nothing. */
+/* out[n][ho][wo][cout] = act(conv(in) + bias (+ res)), run as ntasks tasks
+ * on the compute pool. in: [n][h][w][cin]; res: NULL or shaped like out;
+ * col: scratch of eng_conv_col_floats() floats. Allocates nothing. */
 void eng_conv_forward(float *out, const float *in, const struct eng_conv *cv, int n, int h, int w,
-                      const float *res, bool relu, float *col);
+                      const float *res, bool relu, float *col, int ntasks);
 
 /* 3x3 stride-2 pad-1 max pool. out: [n][ho][wo][c], in: [n][h][w][c]. */
 void eng_maxpool3x3s2(float *out, const float *in, int n, int h, int w, int c);
@@ -94,5 +94,22 @@ void eng_avgpool(float *out, const float *in, int n, int hw, int c);
 /* Fully connected. out: [n][cout] = in [n][cin] x w^T + b; w: [cout][cin]. */
 void eng_linear(float *out, const float *in, const float *w, const float *b, int n, int cin,
                 int cout);
+
+/* ------------------------------------------------------------------------ */
+/* pool.c                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Runs fn(arg, 0 .. ntasks-1) on the compute pool and returns when all are
+ * done; runs them in the caller when there is no pool. Thread-safe: tasks
+ * of concurrent callers interleave on the pool's threads. */
+void eng_pool_run(void (*fn)(void *arg, int task), void *arg, int ntasks);
+
+/* A forward pass brackets itself with these, so that each of its
+ * convolutions can ask for its share of the pool: all of it when it runs
+ * alone (lowest latency), one thread when every thread has its own forward
+ * (no splitting overhead at saturation). */
+void eng_pool_enter(void);
+void eng_pool_leave(void);
+int eng_pool_share(int max_tasks);
 
 #endif

@@ -30,8 +30,9 @@ static void usage(FILE *f) {
             "  --topk K     classes per image (default 5)\n"
             "  --json       one JSON object per image and line\n"
             "Benchmark mode (--bench) measures the engine's images/s for one layout:\n"
-            "  W workers, each with its own context running batches of B, each BLAS\n"
-            "  call on T threads (defaults: random:resnet50, B 8, S 10, W 1, T 1).\n"
+            "  W workers, each with its own context running batches of B, sharing a\n"
+            "  compute pool of T threads (defaults: random:resnet50, B 8, S 10, W 1,\n"
+            "  T = CPUs).\n"
             "  Results are checked against single-image runs before they are reported.\n"
             "Exit status: 0 when every image was classified, 1 when any failed, 2 on usage.\n");
 }
@@ -289,7 +290,7 @@ static int run_bench(const char *spec, int batch, double seconds, int workers, i
         fprintf(stderr, "imgclass: %s\n", err);
         return 2;
     }
-    eng_set_blas_threads(threads);
+    threads = eng_set_threads(threads);
     const struct eng_model_info *info = eng_model_get_info(m);
     const int size = info->preproc.crop, classes = info->num_classes;
     const size_t img = (size_t)3 * size * size;
@@ -352,7 +353,7 @@ static int run_bench(const char *spec, int batch, double seconds, int workers, i
                info->arch, info->random ? "true" : "false", batch, workers, threads, wall, images,
                ips, p50, p90, gflops, peak, peak > 0 ? gflops / peak : 0, ncpu, worst);
     else
-        printf("%s batch %d, %d worker(s) x %d BLAS thread(s): %.2f images/s, batch latency "
+        printf("%s batch %d, %d worker(s) on %d pool thread(s): %.2f images/s, batch latency "
                "p50 %.1f ms p90 %.1f ms, %.1f GFLOP/s = %.0f%% of the %.0f GFLOP/s FMA peak of "
                "%d CPUs (outputs checked, max relative error %.2g)\n",
                info->arch, batch, workers, threads, ips, p50, p90, gflops,
@@ -368,6 +369,7 @@ out:
         free(b[w].lat);
     }
     eng_ctx_free(one);
+    eng_shutdown();
     free(b);
     free(th);
     free(in);
@@ -396,7 +398,7 @@ int main(int argc, char **argv) {
     char **files = calloc((size_t)argc, sizeof *files);
     int nfiles = 0;
     if (!files) return 2;
-    int bench = 0, batch = 8, seconds = 10, workers = 1, threads = 1;
+    int bench = 0, batch = 8, seconds = 10, workers = 1, threads = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -422,7 +424,7 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "--workers") && v) {
             ok = parse_int_opt(a, argv[++i], 1, 64, &workers);
         } else if (!strcmp(a, "--threads") && v) {
-            ok = parse_int_opt(a, argv[++i], 1, 64, &threads);
+            ok = parse_int_opt(a, argv[++i], 1, 256, &threads);
         } else if (a[0] == '-' && a[1] == '-') {
             fprintf(stderr, "imgclass: unknown or incomplete option %s\n", a);
             usage(stderr);
@@ -445,8 +447,7 @@ int main(int argc, char **argv) {
         free(files);
         return 2;
     }
-    /* one image at a time on the caller's cores: let BLAS use them all */
-    eng_set_blas_threads(0);
+    eng_set_threads(0); /* a compute thread per CPU */
 
     char err[512];
     int rc = 2;
@@ -485,6 +486,7 @@ out:
     eng_ctx_free(c.ctx);
     eng_labels_free(c.labels);
     eng_model_free(c.model);
+    eng_shutdown();
     free(files);
     return rc;
 }

@@ -2,10 +2,8 @@
  * torchvision builds it: loading and folding weights, contexts, forward pass. */
 #include "engine_impl.h"
 
-#include <cblas.h>
 #include <jansson.h>
 #include <math.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -482,6 +480,7 @@ const struct eng_model_info *eng_model_get_info(const struct eng_model *m) {
 struct eng_ctx {
     const struct eng_model *m;
     int max_batch, size;
+    int ntasks;         /* tasks per convolution: the pool size at creation */
     size_t act_floats;  /* per activation buffer, for max_batch images */
     size_t col_floats;  /* im2col scratch */
     float *buf[NBUF];   /* rotating activations, NHWC */
@@ -493,13 +492,14 @@ struct eng_ctx {
 
 /* Largest activation (per image) and im2col scratch (for n images) over the
  * whole network at input size x size. */
-static void ctx_measure(const struct eng_model *m, int n, int size, size_t *act, size_t *col) {
+static void ctx_measure(const struct eng_model *m, int n, int size, int ntasks, size_t *act,
+                        size_t *col) {
     size_t a = (size_t)3 * size * size, c = 0;
 #define NOTE(cv, hin, hout)                                                                        \
     do {                                                                                           \
         size_t o_ = (size_t)(cv)->cout * (hout) * (hout);                                          \
         if (o_ > a) a = o_;                                                                        \
-        size_t c_ = eng_conv_col_floats((cv), n, (hin), (hin));                                    \
+        size_t c_ = eng_conv_col_floats((cv), n, (hin), (hin), ntasks);                                    \
         if (c_ > c) c = c_;                                                                        \
     } while (0)
     int h = eng_out_dim(size, 7, 2, 3);
@@ -534,7 +534,8 @@ enum eng_status eng_ctx_new(const struct eng_model *m, int max_batch, int size,
     c->m = m;
     c->max_batch = max_batch;
     c->size = size;
-    ctx_measure(m, max_batch, size, &c->act_floats, &c->col_floats);
+    c->ntasks = eng_get_threads() > 1 ? eng_get_threads() : 1;
+    ctx_measure(m, max_batch, size, c->ntasks, &c->act_floats, &c->col_floats);
     /* round each region to 16 floats so every buffer is 64-byte aligned */
     size_t act = (c->act_floats + 15) & ~(size_t)15, col = (c->col_floats + 15) & ~(size_t)15;
     size_t pooled = ((size_t)max_batch * m->feat + 15) & ~(size_t)15;
@@ -579,6 +580,7 @@ enum eng_status eng_ctx_forward(struct eng_ctx *c, const float *in, int n, float
     const struct eng_model *m = c->m;
     const int size = c->size;
     float **buf = c->buf;
+    eng_pool_enter();
 
     /* input CHW per image -> NHWC */
     const size_t plane = (size_t)size * size;
@@ -594,7 +596,7 @@ enum eng_status eng_ctx_forward(struct eng_ctx *c, const float *in, int n, float
 
     /* stem: conv 7x7/2 + BN + ReLU, then max pool 3x3/2 */
     int h = eng_out_dim(size, 7, 2, 3);
-    eng_conv_forward(buf[1], buf[0], &m->stem, n, size, size, NULL, true, c->col);
+    eng_conv_forward(buf[1], buf[0], &m->stem, n, size, size, NULL, true, c->col, eng_pool_share(c->ntasks));
     eng_maxpool3x3s2(buf[0], buf[1], n, h, h, m->stem.cout);
     h = eng_out_dim(h, 3, 2, 1);
     int x = 0; /* buffer holding the block input */
@@ -605,21 +607,21 @@ enum eng_status eng_ctx_forward(struct eng_ctx *c, const float *in, int n, float
         int t1 = free_buf(used);
         used |= 1u << t1;
         int ho = eng_out_dim(h, blk->c1.k, blk->c1.stride, blk->c1.pad);
-        eng_conv_forward(buf[t1], buf[x], &blk->c1, n, h, h, NULL, true, c->col);
+        eng_conv_forward(buf[t1], buf[x], &blk->c1, n, h, h, NULL, true, c->col, eng_pool_share(c->ntasks));
         int y;
         if (m->info.bottleneck) {
             /* 1x1 reduce, 3x3 (strided), then 1x1 expand + shortcut + ReLU */
             int t2 = free_buf(used);
             used |= 1u << t2;
             int h2 = eng_out_dim(ho, blk->c2.k, blk->c2.stride, blk->c2.pad);
-            eng_conv_forward(buf[t2], buf[t1], &blk->c2, n, ho, ho, NULL, true, c->col);
+            eng_conv_forward(buf[t2], buf[t1], &blk->c2, n, ho, ho, NULL, true, c->col, eng_pool_share(c->ntasks));
             int id = x;
             if (blk->has_ds) {
                 id = free_buf(used);
-                eng_conv_forward(buf[id], buf[x], &blk->ds, n, h, h, NULL, false, c->col);
+                eng_conv_forward(buf[id], buf[x], &blk->ds, n, h, h, NULL, false, c->col, eng_pool_share(c->ntasks));
             }
             y = t1; /* t1 is dead once conv2 has run */
-            eng_conv_forward(buf[y], buf[t2], &blk->c3, n, h2, h2, buf[id], true, c->col);
+            eng_conv_forward(buf[y], buf[t2], &blk->c3, n, h2, h2, buf[id], true, c->col, eng_pool_share(c->ntasks));
             h = h2;
         } else {
             /* 3x3 (strided), then 3x3 + shortcut + ReLU */
@@ -627,10 +629,10 @@ enum eng_status eng_ctx_forward(struct eng_ctx *c, const float *in, int n, float
             if (blk->has_ds) {
                 id = free_buf(used);
                 used |= 1u << id;
-                eng_conv_forward(buf[id], buf[x], &blk->ds, n, h, h, NULL, false, c->col);
+                eng_conv_forward(buf[id], buf[x], &blk->ds, n, h, h, NULL, false, c->col, eng_pool_share(c->ntasks));
             }
             y = free_buf(used);
-            eng_conv_forward(buf[y], buf[t1], &blk->c2, n, ho, ho, buf[id], true, c->col);
+            eng_conv_forward(buf[y], buf[t1], &blk->c2, n, ho, ho, buf[id], true, c->col, eng_pool_share(c->ntasks));
             h = ho;
         }
         x = y;
@@ -638,17 +640,6 @@ enum eng_status eng_ctx_forward(struct eng_ctx *c, const float *in, int n, float
 
     eng_avgpool(c->pooled, buf[x], n, h * h, m->feat);
     eng_linear(logits, c->pooled, m->fc_w, m->fc_b, n, m->feat, m->info.num_classes);
+    eng_pool_leave();
     return ENG_OK;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Threads                                                                  */
-/* ------------------------------------------------------------------------ */
-
-void eng_set_blas_threads(int n) {
-    if (n <= 0) {
-        cpu_set_t set;
-        n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
-    }
-    openblas_set_num_threads(n);
 }

@@ -44,11 +44,10 @@ bench_variant() {
     local v=$1 f=$TMP/$1.jsonl
     : >"$f"
     echo "== $v: engine (imgclass --bench, $SECONDS_PER s per layout)" >&2
-    for layout in "1 $ncpu" "$ncpu 1"; do
+    # one forward at a time on the whole pool, and a forward per CPU sharing it
+    for layout in "1 $ncpu" "$ncpu $ncpu"; do
         set -- $layout
         for batch in 1 2 4 8 16; do
-            # one image shared by all cores is only meaningful with BLAS threads
-            [ "$1" -gt 1 ] && [ "$batch" -lt "$1" ] && continue
             line=$(run_env "$v" "$B/imgclass" --bench --json --model "$MODEL" --batch "$batch" \
                 --seconds "$SECONDS_PER" --workers "$1" --threads "$2")
             echo "$line" >&2
