@@ -4,6 +4,7 @@
 #include "test.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <unistd.h>
 
 static float *test_input(int n, int size, unsigned seed) {
@@ -147,6 +148,70 @@ static void test_ctx_arguments(void) {
     CHECK(ws > 0);
 }
 
+/* The compute pool: one forward alone (split over every thread) and several
+ * at once (sharing the threads) give the logits of a run without the pool. */
+struct pool_arg {
+    struct eng_ctx *ctx;
+    const float *x;
+    float out[2][1000];
+    int rounds;
+    int ok;
+};
+
+static void *pool_worker(void *p) {
+    struct pool_arg *a = p;
+    a->ok = 1;
+    for (int r = 0; r < a->rounds; r++) a->ok &= eng_ctx_forward(a->ctx, a->x, 2, &a->out[0][0]) == ENG_OK;
+    return NULL;
+}
+
+static double max_rel(const float *a, const float *b, int n) {
+    double scale = 0, d = 0;
+    for (int i = 0; i < n; i++) scale = fmax(scale, fabs(b[i]));
+    for (int i = 0; i < n; i++) d = fmax(d, fabs(a[i] - b[i]));
+    return d / (1 + scale);
+}
+
+static void test_compute_pool(void) {
+    const int size = 128;
+    float *x = test_input(2, size, 3);
+    float serial[2][1000];
+    struct eng_model *m = NULL;
+    struct eng_ctx *c0 = NULL;
+    struct pool_arg a[3] = {{0}};
+    char err[256];
+    int ok = x && eng_model_load("random:resnet50:4", &m, err, sizeof err) == ENG_OK &&
+             eng_ctx_new(m, 2, size, &c0, err, sizeof err) == ENG_OK &&
+             eng_ctx_forward(c0, x, 2, &serial[0][0]) == ENG_OK;
+    int started = ok ? eng_set_threads(2) : 0;
+    for (int i = 0; ok && i < 3; i++) {
+        a[i].x = x;
+        a[i].rounds = 2;
+        ok = eng_ctx_new(m, 2, size, &a[i].ctx, err, sizeof err) == ENG_OK;
+    }
+    double alone = 1, shared = 0;
+    if (ok && started == 2) {
+        pool_worker(&a[0]); /* alone: every convolution split over the pool */
+        alone = max_rel(&a[0].out[0][0], &serial[0][0], 2000);
+        pthread_t th[3];
+        for (int i = 0; i < 3; i++) pthread_create(&th[i], NULL, pool_worker, &a[i]);
+        for (int i = 0; i < 3; i++) pthread_join(th[i], NULL);
+        for (int i = 0; i < 3; i++) {
+            ok &= a[i].ok;
+            shared = fmax(shared, max_rel(&a[i].out[0][0], &serial[0][0], 2000));
+        }
+    }
+    for (int i = 0; i < 3; i++) eng_ctx_free(a[i].ctx);
+    eng_ctx_free(c0);
+    eng_shutdown();
+    eng_model_free(m);
+    free(x);
+    CHECK(ok, "%s", err);
+    CHECK(started == 2, "pool started %d threads", started);
+    CHECK(eng_get_threads() == 0, "pool still running after eng_shutdown");
+    CHECK(alone < 1e-5 && shared < 1e-5, "relative difference alone %g, shared %g", alone, shared);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Softmax and top-k                                                        */
 /* ------------------------------------------------------------------------ */
@@ -220,6 +285,7 @@ int main(void) {
     RUN(test_random_deterministic);
     RUN(test_batch_matches_single);
     RUN(test_ctx_arguments);
+    RUN(test_compute_pool);
     RUN(test_softmax);
     RUN(test_topk_order_and_ties);
     RUN(test_builtin_labels);
