@@ -16,10 +16,12 @@ PY      := /usr/bin/python3
 ARCH    ?= resnet50
 PORT    ?= 8080
 
-# Debian packages the build, the tests and the reference (torchvision) need.
+# Debian packages the build, the tests, the reference (torchvision) and the
+# browser test (chromium) need. Node.js 20 + npm come with the machine image;
+# Debian's npm would conflict with that nodejs, so it is not listed.
 DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libjpeg62-turbo-dev \
             libjansson-dev libopenblas-dev libcurl4-openssl-dev \
-            python3-torch python3-torchvision python3-pil python3-numpy
+            python3-torch python3-torchvision python3-pil python3-numpy chromium
 
 ENGINE_SRC := $(filter-out engine/imgclass.c,$(wildcard engine/*.c))
 SERVER_SRC := $(filter-out server/main.c,$(wildcard server/*.c))
@@ -27,8 +29,9 @@ ENGINE_OBJ := $(ENGINE_SRC:%.c=$(B)/%.o) $(B)/gen/labels_data.o
 SERVER_OBJ := $(SERVER_SRC:%.c=$(B)/%.o)
 TEST_SRC   := $(wildcard tests/test_*.c)
 TEST_BIN   := $(TEST_SRC:tests/%.c=$(B)/tests/%)
+TEST_SCRIPTS := tests/test_browser.sh
 
-.PHONY: all deps test run clean help asan check-deps bench
+.PHONY: all deps test run clean help asan check-deps bench test-browser
 all: $(B)/imgclass $(if $(wildcard server/main.c),$(B)/imgclassd)  ## build the CLI and the server
 
 help:  ## list targets
@@ -93,7 +96,10 @@ check-deps:
 test: check-deps  ## install deps, build, generate torchvision references, run all tests
 	@$(MAKE) --no-print-directory all $(TEST_BIN) $(REF)/stamp
 	@IMGCLASS_REF=$(REF) IMGCLASS_BIN=$(B)/imgclass IMGCLASSD_BIN=$(B)/imgclassd \
-	    bash tests/run.sh $(TEST_BIN)
+	    bash tests/run.sh $(TEST_BIN) $(TEST_SCRIPTS)
+
+test-browser: $(B)/imgclassd  ## run only the browser test (headless Chromium)
+	@IMGCLASSD_BIN=$(B)/imgclassd bash tests/run.sh tests/test_browser.sh
 
 # Whole suite under AddressSanitizer and UndefinedBehaviorSanitizer.
 asan:  ## run the tests under ASan + UBSan (build in build/asan)

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# test_browser.sh: runs the browser test (tests/browser/test_browser.mjs) of the
+# web page in headless Debian Chromium. Installs nothing but the npm packages
+# pinned in tests/browser/package-lock.json (npm ci, when they are missing or
+# older than the lock file). Prints PASS/FAIL/SKIP lines for tests/run.sh.
+set -u
+cd "$(dirname "$0")/.."
+dir=tests/browser
+chromium=${CHROMIUM_BIN:-/usr/bin/chromium}
+
+if [ ! -x "$chromium" ]; then
+    echo "SKIP browser.all: Chromium is not installed ($chromium); 'make deps' installs Debian's chromium package"
+    exit 0
+fi
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "SKIP browser.all: node and npm are not installed (Debian packages nodejs, npm)"
+    exit 0
+fi
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+    echo "SKIP browser.all: node $(node --version) is too old; playwright-core needs node 20 or newer"
+    exit 0
+fi
+
+stamp=$dir/node_modules/.package-lock.json
+if [ ! -f "$dir/node_modules/playwright-core/package.json" ] || [ "$dir/package-lock.json" -nt "$stamp" ]; then
+    echo "# browser: npm ci in $dir"
+    mkdir -p build
+    if ! (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) >build/browser-npm.log 2>&1; then
+        echo "FAIL browser.npm_ci: 'npm ci' in $dir failed: $(tail -n 5 build/browser-npm.log | tr '\n' ' ')"
+        exit 1
+    fi
+fi
+
+exec node "$dir/test_browser.mjs"
