@@ -83,6 +83,9 @@ $(B)/loadgen: tests/bench/loadgen.c
 bench: check-deps all $(B)/loadgen  ## benchmark vs PyTorch; writes build/bench.json
 	@B=$(B) bash tests/bench/bench.sh
 
+# test_server drives the real binaries.
+$(B)/tests/test_server: $(B)/imgclassd $(B)/imgclass
+
 # Reference data from torchvision: seeded random models, images, expected
 # tensors and logits. Regenerated when the generator changes.
 $(REF)/stamp: tests/gen_reference.py

@@ -1,0 +1,325 @@
+/* config.c: the server's settings: one table of flags, each also read from
+ * an environment variable IMGCLASSD_<NAME>, with defaults, ranges, --help
+ * and validation messages that name the flag. */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <sched.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------------ */
+/* CPU count                                                                */
+/* ------------------------------------------------------------------------ */
+
+int srv_cpu_count(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The flag table                                                           */
+/* ------------------------------------------------------------------------ */
+
+enum opt_type {
+    OPT_INT,    /* int field, [min, max] */
+    OPT_I64,    /* int64_t field, [min, max] */
+    OPT_STR,    /* char[size] field */
+    OPT_ADDR,   /* char[size] field holding an IPv4/IPv6 literal */
+    OPT_ONOFF,  /* int field: on|off|true|false|1|0 */
+    OPT_LOGFMT, /* enum srv_log_format: text|json */
+    OPT_SWITCH, /* int field set to 1 by the bare flag; no variable */
+};
+
+struct opt {
+    const char *name; /* the flag without "--" */
+    enum opt_type type;
+    size_t off, size;
+    int64_t min, max;
+    const char *arg;  /* placeholder in --help */
+    const char *help; /* one line; the default is printed after it */
+};
+
+#define F(field) offsetof(struct srv_config, field), sizeof(((struct srv_config *)0)->field)
+
+static const struct opt opts[] = {
+    {"port", OPT_INT, F(port), 0, 65535, "N", "TCP port; 0 picks a free one (printed on stdout)"},
+    {"bind", OPT_ADDR, F(bind), 0, 0, "ADDR", "address to listen on (IPv4 or IPv6 literal)"},
+    {"model", OPT_STR, F(model), 0, 0, "SPEC",
+     "safetensors weights file, or random:resnetD[:SEED] (D = 18, 34, 50, 101, 152)"},
+    {"labels", OPT_STR, F(labels), 0, 0, "FILE",
+     "class names, one per line (default: built-in ImageNet-1k)"},
+    {"http-threads", OPT_INT, F(http_threads), 0, 1024, "N",
+     "HTTP threads; they read bodies and decode images (0 = one per CPU)"},
+    {"workers", OPT_INT, F(workers), 0, 1024, "N",
+     "inference threads, each with its own context (0 = one per CPU)"},
+    {"engine-threads", OPT_INT, F(engine_threads), 0, 1024, "N",
+     "engine compute threads shared by all workers (0 = one per CPU)"},
+    {"max-batch", OPT_INT, F(max_batch), 1, 1024, "N", "largest batch a worker runs"},
+    {"batch-timeout-us", OPT_INT, F(batch_timeout_us), 0, 10000000, "US",
+     "longest the oldest queued image waits for a batch to fill"},
+    {"queue-limit", OPT_INT, F(queue_limit), 1, 1000000, "N",
+     "images waiting for a worker; beyond it requests get 503"},
+    {"max-body-bytes", OPT_I64, F(max_body_bytes), 1, (int64_t)1 << 32, "BYTES",
+     "largest request body (413 beyond)"},
+    {"max-pixels", OPT_I64, F(max_pixels), 1, (int64_t)16384 * 16384, "N",
+     "largest width x height from the JPEG header (413 beyond)"},
+    {"max-files", OPT_INT, F(max_files), 1, 4096, "N", "file parts per multipart request"},
+    {"request-timeout-ms", OPT_INT, F(request_timeout_ms), 1, 3600000, "MS",
+     "deadline from arrival to the start of inference (504 beyond)"},
+    {"drain-seconds", OPT_INT, F(drain_seconds), 0, 3600, "S",
+     "after SIGTERM, keep serving this long with /readyz 503, then stop accepting"},
+    {"static-dir", OPT_STR, F(static_dir), 0, 0, "DIR",
+     "directory served at / (\"\" disables static files)"},
+    {"log-format", OPT_LOGFMT, F(log_format), 0, 0, "text|json", "log and access-log format"},
+    {"access-log", OPT_ONOFF, F(access_log), 0, 0, "on|off", "one log line per request"},
+    {"conn-timeout-s", OPT_INT, F(conn_timeout_s), 0, 86400, "S",
+     "close a connection idle this long (0 = never)"},
+    {"max-connections", OPT_INT, F(max_connections), 1, 1000000, "N",
+     "open connections; more are refused"},
+    {"max-connections-per-ip", OPT_INT, F(max_connections_per_ip), 0, 1000000, "N",
+     "open connections from one client address (0 = no limit)"},
+    {"healthcheck", OPT_SWITCH, F(healthcheck), 0, 0, NULL,
+     "probe http://127.0.0.1:PORT/healthz and exit 0 (healthy) or 1"},
+    {"help", OPT_SWITCH, F(help), 0, 0, NULL, "print this help and exit"},
+};
+
+#define NOPTS ((int)(sizeof opts / sizeof opts[0]))
+
+void srv_config_default(struct srv_config *c) {
+    memset(c, 0, sizeof *c);
+    c->port = 8080;
+    snprintf(c->bind, sizeof c->bind, "0.0.0.0");
+    snprintf(c->model, sizeof c->model, "models/resnet50.safetensors");
+    c->http_threads = 0;
+    c->workers = 0;
+    c->engine_threads = 0;
+    c->max_batch = 8;
+    c->batch_timeout_us = 2000;
+    c->queue_limit = 128;
+    c->max_body_bytes = 16 << 20;
+    c->max_pixels = 40000000;
+    c->max_files = 16;
+    c->request_timeout_ms = 10000;
+    c->drain_seconds = 5;
+    snprintf(c->static_dir, sizeof c->static_dir, "static");
+    c->log_format = SRV_LOG_TEXT;
+    c->access_log = 1;
+    c->conn_timeout_s = 30;
+    c->max_connections = 1000;
+    c->max_connections_per_ip = 0;
+}
+
+/* IMGCLASSD_ + the flag name in upper case with '-' -> '_'. */
+static void env_name(const struct opt *o, char *out, size_t n) {
+    size_t k = (size_t)snprintf(out, n, "IMGCLASSD_");
+    for (const char *p = o->name; *p && k + 1 < n; p++)
+        out[k++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+    out[k] = 0;
+}
+
+/* Strict decimal integer: optional '-', digits only, no spaces, no
+ * overflow. Returns 0 on success. */
+static int parse_i64(const char *s, int64_t *out) {
+    const char *p = s;
+    int neg = 0;
+    if (*p == '-') {
+        neg = 1;
+        p++;
+    }
+    if (!*p) return -1;
+    uint64_t v = 0;
+    for (; *p; p++) {
+        if (*p < '0' || *p > '9') return -1;
+        v = v * 10 + (uint64_t)(*p - '0');
+        if (v > (uint64_t)INT64_MAX) return -1;
+    }
+    *out = neg ? -(int64_t)v : (int64_t)v;
+    return 0;
+}
+
+/* Stores val into the field of o. where names the source for messages:
+ * "--max-batch" or "--max-batch (IMGCLASSD_MAX_BATCH)". */
+static int set_opt(struct srv_config *c, const struct opt *o, const char *val, const char *where,
+                   char *err, size_t errlen) {
+    char *field = (char *)c + o->off;
+    switch (o->type) {
+    case OPT_INT:
+    case OPT_I64: {
+        int64_t v;
+        if (parse_i64(val, &v) != 0 || v < o->min || v > o->max) {
+            snprintf(err, errlen, "%s: expected an integer in %lld..%lld, got '%.64s'", where,
+                     (long long)o->min, (long long)o->max, val);
+            return -1;
+        }
+        if (o->type == OPT_INT)
+            *(int *)field = (int)v;
+        else
+            *(int64_t *)field = v;
+        return 0;
+    }
+    case OPT_ADDR: {
+        unsigned char buf[sizeof(struct in6_addr)];
+        if (inet_pton(AF_INET, val, buf) != 1 && inet_pton(AF_INET6, val, buf) != 1) {
+            snprintf(err, errlen, "%s: expected an IPv4 or IPv6 address, got '%.64s'", where, val);
+            return -1;
+        }
+    }
+        /* fall through */
+    case OPT_STR:
+        if (strlen(val) >= o->size) {
+            snprintf(err, errlen, "%s: value longer than %zu bytes", where, o->size - 1);
+            return -1;
+        }
+        memcpy(field, val, strlen(val) + 1);
+        return 0;
+    case OPT_ONOFF:
+        if (!strcmp(val, "on") || !strcmp(val, "true") || !strcmp(val, "1"))
+            *(int *)field = 1;
+        else if (!strcmp(val, "off") || !strcmp(val, "false") || !strcmp(val, "0"))
+            *(int *)field = 0;
+        else {
+            snprintf(err, errlen, "%s: expected on or off, got '%.64s'", where, val);
+            return -1;
+        }
+        return 0;
+    case OPT_LOGFMT:
+        if (!strcmp(val, "text"))
+            *(enum srv_log_format *)field = SRV_LOG_TEXT;
+        else if (!strcmp(val, "json"))
+            *(enum srv_log_format *)field = SRV_LOG_JSON;
+        else {
+            snprintf(err, errlen, "%s: expected text or json, got '%.64s'", where, val);
+            return -1;
+        }
+        return 0;
+    case OPT_SWITCH:
+        *(int *)field = 1;
+        return 0;
+    }
+    return -1;
+}
+
+static const struct opt *find_opt(const char *name, size_t len) {
+    for (int i = 0; i < NOPTS; i++)
+        if (strlen(opts[i].name) == len && !strncmp(opts[i].name, name, len)) return &opts[i];
+    return NULL;
+}
+
+int srv_config_parse(struct srv_config *c, int argc, char **argv, char *err, size_t errlen) {
+    char ebuf[1];
+    if (!err) {
+        err = ebuf;
+        errlen = sizeof ebuf;
+    }
+    /* Environment first, so that flags override it. */
+    for (int i = 0; i < NOPTS; i++) {
+        const struct opt *o = &opts[i];
+        if (o->type == OPT_SWITCH) continue;
+        char env[64], where[128];
+        env_name(o, env, sizeof env);
+        const char *v = getenv(env);
+        if (!v) continue;
+        snprintf(where, sizeof where, "--%s (%s)", o->name, env);
+        if (set_opt(c, o, v, where, err, errlen) != 0) return -1;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h")) a = "--help";
+        if (strncmp(a, "--", 2) != 0 || !a[2]) {
+            snprintf(err, errlen, "unexpected argument '%.64s' (see --help)", a);
+            return -1;
+        }
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+        const struct opt *o = find_opt(name, nlen);
+        if (!o) {
+            snprintf(err, errlen, "unknown flag --%.*s (see --help)", (int)(nlen > 64 ? 64 : nlen),
+                     name);
+            return -1;
+        }
+        char where[80];
+        snprintf(where, sizeof where, "--%s", o->name);
+        const char *val;
+        if (o->type == OPT_SWITCH) {
+            if (eq) {
+                snprintf(err, errlen, "%s takes no value", where);
+                return -1;
+            }
+            val = "1";
+        } else if (eq) {
+            val = eq + 1;
+        } else if (i + 1 < argc) {
+            val = argv[++i];
+        } else {
+            snprintf(err, errlen, "%s: missing value", where);
+            return -1;
+        }
+        if (set_opt(c, o, val, where, err, errlen) != 0) return -1;
+    }
+    if (!c->model[0] && !c->help && !c->healthcheck) {
+        snprintf(err, errlen, "--model: must not be empty");
+        return -1;
+    }
+    /* Sizes left at 0 follow the CPUs. One worker per CPU: under load each
+     * runs its own batch (issue 6: one stream per core beats two threads on
+     * one); the engine's pool gives a lone forward pass every core. */
+    int cpus = srv_cpu_count();
+    if (c->http_threads == 0) c->http_threads = cpus;
+    if (c->workers == 0) c->workers = cpus;
+    if (c->engine_threads == 0) c->engine_threads = cpus;
+    return 0;
+}
+
+void srv_config_usage(FILE *f) {
+    struct srv_config d;
+    srv_config_default(&d);
+    fprintf(f, "usage: imgclassd [--flag VALUE | --flag=VALUE]...\n"
+               "\n"
+               "ResNet image classification over HTTP: POST /classify, GET /healthz, /readyz,\n"
+               "/metrics, /v1/models and static files. Every flag can also be set with the\n"
+               "environment variable shown; flags win over the environment.\n\n");
+    for (int i = 0; i < NOPTS; i++) {
+        const struct opt *o = &opts[i];
+        const char *field = (const char *)&d + o->off;
+        char left[64], env[64], def[160] = "";
+        snprintf(left, sizeof left, "--%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+        switch (o->type) {
+        case OPT_INT:
+            snprintf(def, sizeof def, "%d", *(const int *)field);
+            break;
+        case OPT_I64:
+            snprintf(def, sizeof def, "%lld", (long long)*(const int64_t *)field);
+            break;
+        case OPT_STR:
+        case OPT_ADDR:
+            snprintf(def, sizeof def, "\"%s\"", field);
+            break;
+        case OPT_ONOFF:
+            snprintf(def, sizeof def, "%s", *(const int *)field ? "on" : "off");
+            break;
+        case OPT_LOGFMT:
+            snprintf(def, sizeof def, "%s", d.log_format == SRV_LOG_JSON ? "json" : "text");
+            break;
+        case OPT_SWITCH:
+            break;
+        }
+        fprintf(f, "  %-28s %s\n", left, o->help);
+        if (o->type != OPT_SWITCH) {
+            env_name(o, env, sizeof env);
+            fprintf(f, "  %-28s [%s; default %s]\n", "", env, def);
+        }
+    }
+    fprintf(f, "\nThis machine: %d CPUs available to the process.\n", srv_cpu_count());
+}

@@ -1,0 +1,1330 @@
+/* http.c: the libmicrohttpd side of imgclassd: routing, request bodies (raw
+ * or multipart), decoding on the HTTP threads, handing images to the
+ * batcher, JSON responses, health, metrics, model info and static files.
+ *
+ * Threading model: a pool of --http-threads libmicrohttpd threads (epoll),
+ * with suspend/resume. An HTTP thread reads the body and decodes and
+ * preprocesses the image(s) itself (so decoding runs in parallel, bounded
+ * by the pool size, which also bounds decode memory), submits them to the
+ * batcher and suspends the connection; it then returns to serve other
+ * connections instead of blocking on inference. The batcher's thread that
+ * completes the last image of a request resumes the connection, and
+ * libmicrohttpd calls the handler again on an HTTP thread to write the
+ * response. Thread-per-connection was the alternative: simpler, but every
+ * idle or slow connection would cost a thread and decode concurrency (and
+ * memory) would be unbounded, both bad under the hostile load of issue 7.
+ *
+ * A request's state lives in *req_cls from the first handler call and is
+ * freed only in the request-completed callback. */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------------ */
+/* Types                                                                    */
+/* ------------------------------------------------------------------------ */
+
+struct srv_http {
+    const struct srv_config *cfg;
+    struct MHD_Daemon *d;
+    int port;
+    int quiesced;
+    _Atomic int ready;    /* backend published; /classify served */
+    _Atomic int draining; /* /readyz 503, Connection: close */
+    _Atomic int inflight; /* requests between first call and completion */
+
+    /* Published by srv_http_set_ready before ready is set (release). */
+    const struct eng_model *model;
+    const struct eng_model_info *info;
+    const struct eng_labels *labels;
+    struct srv_batcher *batcher;
+    int engine_threads;
+    size_t in_floats; /* per image: 3 * crop * crop */
+
+    struct eng_image_limits lim;
+    char static_root[PATH_MAX]; /* realpath of --static-dir; "" = none */
+
+    uint64_t id_seed;
+    _Atomic uint64_t id_counter;
+};
+
+struct srv_req;
+
+/* One image of a request, from its bytes to its result. */
+struct img {
+    struct srv_job job;
+    struct srv_req *req;
+    char filename[256]; /* multipart only; valid UTF-8 */
+    int status;         /* 0 while fine, else the HTTP status of its error */
+    const char *code;
+    char msg[256];
+    double decode_s;
+};
+
+struct srv_req {
+    struct srv_http *h;
+    struct MHD_Connection *conn;
+    enum srv_route route;
+    int64_t t0;
+    char id[80];
+    char method[16];
+    char path[256];
+    char remote[64];
+
+    /* body */
+    unsigned char *body;
+    size_t len, cap;
+    uint64_t received;
+    int too_large;
+    int multipart;
+    char boundary[SRV_MP_MAX_BOUNDARY + 1];
+    int topk;
+
+    /* classification; pending and suspended are guarded by mu */
+    pthread_mutex_t mu;
+    int pending, suspended;
+    int submitted;
+    int multi; /* answer with "results": several file parts */
+    int nimg;
+    struct img *imgs;
+    float *tensors; /* [nimg][3][crop][crop] */
+    float *logits;  /* [nimg][classes] */
+
+    /* outcome, for the access log and metrics */
+    int status;
+    uint64_t bytes;
+    int batch_size, images_ok;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers                                                            */
+/* ------------------------------------------------------------------------ */
+
+static double ms(double s) {
+    return (double)llround(s * 1e6) / 1e3; /* milliseconds, microsecond precision */
+}
+
+void srv_utf8_sanitize(char *out, size_t outlen, const char *s, size_t n) {
+    if (!outlen) return;
+    size_t o = 0;
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < n && o + 5 < outlen;) {
+        unsigned char c = p[i];
+        size_t k = 0;
+        if (c >= 0x20 && c < 0x7f)
+            k = 1;
+        else if (c >= 0xc2 && c <= 0xdf)
+            k = 2;
+        else if (c >= 0xe0 && c <= 0xef)
+            k = 3;
+        else if (c >= 0xf0 && c <= 0xf4)
+            k = 4;
+        int ok = k > 0 && i + k <= n;
+        for (size_t j = 1; ok && j < k; j++)
+            if ((p[i + j] & 0xc0) != 0x80) ok = 0;
+        /* overlongs and surrogates */
+        if (ok && k == 3 && c == 0xe0 && p[i + 1] < 0xa0) ok = 0;
+        if (ok && k == 3 && c == 0xed && p[i + 1] >= 0xa0) ok = 0;
+        if (ok && k == 4 && c == 0xf0 && p[i + 1] < 0x90) ok = 0;
+        if (ok && k == 4 && c == 0xf4 && p[i + 1] >= 0x90) ok = 0;
+        if (ok) {
+            memcpy(out + o, p + i, k);
+            o += k;
+            i += k;
+        } else {
+            out[o++] = '?';
+            i++;
+        }
+    }
+    out[o] = 0;
+}
+
+/* A JSON string from any bytes (never NULL unless out of memory). */
+static json_t *jstr(const char *s) {
+    json_t *j = json_string(s);
+    if (j) return j;
+    char buf[1024];
+    srv_utf8_sanitize(buf, sizeof buf, s, strlen(s));
+    return json_string(buf);
+}
+
+static uint64_t splitmix64(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+int srv_request_id_ok(const char *s) {
+    size_t n = 0;
+    for (; s[n]; n++) {
+        char c = s[n];
+        if (n >= 64) return 0;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              strchr("._:/+=-", c)))
+            return 0;
+    }
+    return n > 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Responses                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* The web page's policy: its own origin only; blob: images are the page's
+ * thumbnails of the user's photos. Sent on every response, so an API
+ * answer opened in a browser can run nothing either. */
+#define SRV_CSP                                                                                    \
+    "default-src 'self'; img-src 'self' blob:; object-src 'none'; base-uri 'none'; "               \
+    "frame-ancestors 'none'; form-action 'self'"
+
+/* Headers every response carries. */
+static void add_common_headers(struct srv_req *r, struct MHD_Response *resp, int api) {
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(resp, "Content-Security-Policy", SRV_CSP);
+    MHD_add_response_header(resp, "X-Request-Id", r->id);
+    if (api) MHD_add_response_header(resp, "Cache-Control", "no-store");
+    if (atomic_load(&r->h->draining))
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+}
+
+/* Queues resp with status, recording the outcome; destroys resp. */
+static enum MHD_Result queue(struct srv_req *r, int status, struct MHD_Response *resp,
+                             uint64_t bytes) {
+    if (!resp) return MHD_NO;
+    r->status = status;
+    r->bytes = bytes;
+    enum MHD_Result q = MHD_queue_response(r->conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    return q;
+}
+
+/* Sends body (malloc'd, ownership taken) with a content type. */
+static enum MHD_Result send_owned(struct srv_req *r, int status, const char *ctype, char *body,
+                                  size_t len, const char *hname, const char *hval) {
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    add_common_headers(r, resp, 1);
+    if (hname) MHD_add_response_header(resp, hname, hval);
+    return queue(r, status, resp, len);
+}
+
+/* Serializes j (reference stolen) and sends it as JSON; hname/hval is an
+ * optional extra header. */
+static enum MHD_Result send_json(struct srv_req *r, int status, json_t *j, const char *hname,
+                                 const char *hval) {
+    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
+    json_decref(j);
+    if (!s) return MHD_NO;
+    size_t n = strlen(s);
+    char *t = realloc(s, n + 2);
+    if (!t) {
+        free(s);
+        return MHD_NO;
+    }
+    t[n] = '\n';
+    t[n + 1] = 0;
+    return send_owned(r, status, "application/json", t, n + 1, hname, hval);
+}
+
+static json_t *error_object(const char *code, const char *msg) {
+    json_t *e = json_object();
+    json_object_set_new(e, "code", json_string(code));
+    json_object_set_new(e, "message", jstr(msg));
+    return e;
+}
+
+/* {"error": {"code": code, "message": msg}} with status. */
+static enum MHD_Result send_error_h(struct srv_req *r, int status, const char *code,
+                                    const char *hname, const char *hval, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static enum MHD_Result send_error_h(struct srv_req *r, int status, const char *code,
+                                    const char *hname, const char *hval, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *o = json_object();
+    json_object_set_new(o, "error", error_object(code, msg));
+    return send_json(r, status, o, hname, hval);
+}
+
+#define send_error(r, status, code, ...) send_error_h(r, status, code, NULL, NULL, __VA_ARGS__)
+
+static enum MHD_Result send_405(struct srv_req *r, const char *allow) {
+    return send_error_h(r, 405, "method_not_allowed", MHD_HTTP_HEADER_ALLOW, allow,
+                        "method %s is not allowed on %s; allowed: %s", r->method, r->path, allow);
+}
+
+static enum MHD_Result send_503_retry(struct srv_req *r, const char *code, int retry_s,
+                                      const char *msg) {
+    char ra[16];
+    snprintf(ra, sizeof ra, "%d", retry_s < 1 ? 1 : retry_s);
+    return send_error_h(r, 503, code, MHD_HTTP_HEADER_RETRY_AFTER, ra, "%s", msg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Health, readiness, metrics, model info                                   */
+/* ------------------------------------------------------------------------ */
+
+static enum MHD_Result handle_healthz(struct srv_req *r) {
+    json_t *o = json_object();
+    json_object_set_new(o, "status", json_string("ok"));
+    return send_json(r, 200, o, NULL, NULL);
+}
+
+static enum MHD_Result handle_readyz(struct srv_req *r) {
+    struct srv_http *h = r->h;
+    const char *st = atomic_load(&h->draining) ? "draining"
+                     : atomic_load(&h->ready)  ? "ready"
+                                               : "starting";
+    json_t *o = json_object();
+    json_object_set_new(o, "status", json_string(st));
+    return send_json(r, strcmp(st, "ready") ? 503 : 200, o, NULL, NULL);
+}
+
+static enum MHD_Result handle_metrics(struct srv_req *r) {
+    struct srv_http *h = r->h;
+    struct srv_metrics_gauges g = {0};
+    int ready = atomic_load_explicit(&h->ready, memory_order_acquire);
+    g.inflight_requests = atomic_load(&h->inflight);
+    g.draining = atomic_load(&h->draining);
+    g.ready = ready && !g.draining;
+    if (ready) {
+        g.queue_depth = srv_batcher_depth(h->batcher);
+        g.arch = h->info->arch;
+        g.classes = h->info->num_classes;
+        g.weights = h->info->source;
+        g.workers = h->cfg->workers;
+        g.max_batch = h->cfg->max_batch;
+    }
+    size_t len;
+    char *text = srv_metrics_render(&g, &len);
+    if (!text) return send_error(r, 500, "internal", "out of memory");
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8");
+    add_common_headers(r, resp, 1);
+    return queue(r, 200, resp, len);
+}
+
+static json_t *float3(const float *v) {
+    json_t *a = json_array();
+    for (int i = 0; i < 3; i++)
+        json_array_append_new(a, json_real(v[i]));
+    return a;
+}
+
+static enum MHD_Result handle_models(struct srv_req *r) {
+    struct srv_http *h = r->h;
+    if (!atomic_load_explicit(&h->ready, memory_order_acquire))
+        return send_503_retry(r, "not_ready", 1, "the model is still loading");
+    const struct eng_model_info *in = h->info;
+    const struct srv_config *c = h->cfg;
+    json_t *m = json_object();
+    json_object_set_new(m, "name", jstr(in->arch));
+    json_object_set_new(m, "architecture", jstr(in->arch));
+    json_object_set_new(m, "depth", json_integer(in->depth));
+    json_object_set_new(m, "block", json_string(in->bottleneck ? "bottleneck" : "basic"));
+    json_object_set_new(m, "parameters", json_integer(in->num_params));
+    json_object_set_new(m, "classes", json_integer(in->num_classes));
+    json_object_set_new(m, "labels", jstr(c->labels[0] ? "file" : "builtin-imagenet-1k"));
+    json_t *size = json_array();
+    json_array_append_new(size, json_integer(3));
+    json_array_append_new(size, json_integer(in->preproc.crop));
+    json_array_append_new(size, json_integer(in->preproc.crop));
+    json_object_set_new(m, "input_size", size);
+    json_object_set_new(m, "gflop", json_real(in->gflop));
+    json_object_set_new(m, "dtype", jstr(in->dtype));
+    /* The weights source is the operator's own --model value; it is not
+     * an internal detail leaked by an error. */
+    json_object_set_new(m, "weights", jstr(in->source));
+    json_object_set_new(m, "random", json_boolean(in->random));
+    if (in->random) json_object_set_new(m, "seed", json_integer((json_int_t)in->seed));
+    json_t *pp = json_object();
+    json_object_set_new(pp, "resize", json_integer(in->preproc.resize));
+    json_object_set_new(pp, "crop", json_integer(in->preproc.crop));
+    json_object_set_new(
+        pp, "interpolation",
+        json_string(in->preproc.interp == ENG_INTERP_BICUBIC ? "bicubic" : "bilinear"));
+    json_object_set_new(pp, "mean", float3(in->preproc.mean));
+    json_object_set_new(pp, "std", float3(in->preproc.std));
+    json_object_set_new(m, "preprocessing", pp);
+    json_t *b = json_object();
+    json_object_set_new(b, "max_batch", json_integer(c->max_batch));
+    json_object_set_new(b, "batch_timeout_us", json_integer(c->batch_timeout_us));
+    json_object_set_new(b, "queue_limit", json_integer(c->queue_limit));
+    json_object_set_new(b, "request_timeout_ms", json_integer(c->request_timeout_ms));
+    json_object_set_new(m, "batching", b);
+    json_t *t = json_object();
+    json_object_set_new(t, "http", json_integer(c->http_threads));
+    json_object_set_new(t, "workers", json_integer(c->workers));
+    json_object_set_new(t, "engine", json_integer(h->engine_threads));
+    json_object_set_new(t, "cpus", json_integer(srv_cpu_count()));
+    json_object_set_new(m, "threads", t);
+    json_t *limits = json_object();
+    json_object_set_new(limits, "max_body_bytes", json_integer(c->max_body_bytes));
+    json_object_set_new(limits, "max_pixels", json_integer(c->max_pixels));
+    json_object_set_new(limits, "max_files", json_integer(c->max_files));
+    json_object_set_new(m, "limits", limits);
+    json_t *arr = json_array();
+    json_array_append_new(arr, m);
+    json_t *o = json_object();
+    json_object_set_new(o, "models", arr);
+    return send_json(r, 200, o, NULL, NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Static files                                                             */
+/* ------------------------------------------------------------------------ */
+
+static const char *content_type_for(const char *path) {
+    static const struct {
+        const char *ext, *type;
+    } types[] = {
+        {".html", "text/html; charset=utf-8"},
+        {".htm", "text/html; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"},
+        {".js", "text/javascript; charset=utf-8"},
+        {".mjs", "text/javascript; charset=utf-8"},
+        {".json", "application/json"},
+        {".map", "application/json"},
+        {".txt", "text/plain; charset=utf-8"},
+        {".svg", "image/svg+xml"},
+        {".png", "image/png"},
+        {".jpg", "image/jpeg"},
+        {".jpeg", "image/jpeg"},
+        {".gif", "image/gif"},
+        {".webp", "image/webp"},
+        {".ico", "image/x-icon"},
+        {".wasm", "application/wasm"},
+        {".woff2", "font/woff2"},
+        {".woff", "font/woff"},
+    };
+    const char *dot = strrchr(path, '.');
+    const char *slash = strrchr(path, '/');
+    if (dot && (!slash || dot > slash))
+        for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+            if (!strcasecmp(dot, types[i].ext)) return types[i].type;
+    return "application/octet-stream";
+}
+
+static const char builtin_index[] =
+    "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>imgclassd</title></head>\n"
+    "<body><h1>imgclassd</h1>\n<p>ResNet image classification.</p>\n<pre>\n"
+    "curl -H 'Content-Type: image/jpeg' --data-binary @cat.jpg http://HOST/classify\n"
+    "curl -F file=@cat.jpg -F file=@dog.jpg 'http://HOST/classify?topk=3'\n"
+    "</pre>\n<p><a href=\"/v1/models\">/v1/models</a> &middot; <a href=\"/metrics\">/metrics</a>"
+    " &middot; <a href=\"/healthz\">/healthz</a> &middot; <a href=\"/readyz\">/readyz</a></p>\n"
+    "</body></html>\n";
+
+/* The page for GET / when --static-dir has no index.html. */
+static enum MHD_Result send_builtin_index(struct srv_req *r) {
+    struct MHD_Response *b = MHD_create_response_from_buffer(
+        sizeof builtin_index - 1, (void *)builtin_index, MHD_RESPMEM_PERSISTENT);
+    if (!b) return MHD_NO;
+    MHD_add_response_header(b, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
+    add_common_headers(r, b, 0);
+    return queue(r, 200, b, sizeof builtin_index - 1);
+}
+
+/* Serves url from the static root. The path must resolve (symlinks
+ * followed) to a regular file inside the root: "..", symlinks that lead out
+ * and anything not a regular file are refused. Dotfiles are not served. */
+static enum MHD_Result handle_static(struct srv_req *r, const char *url) {
+    struct srv_http *h = r->h;
+    char rel[PATH_MAX];
+    size_t ul = strlen(url);
+    if (url[0] != '/' || ul >= sizeof rel - 16)
+        return send_error(r, 404, "not_found", "no such path");
+    /* "/" and "/dir/" mean the index page. */
+    snprintf(rel, sizeof rel, "%s%s", url, url[ul - 1] == '/' ? "index.html" : "");
+    int is_index = url[ul - 1] == '/';
+
+    /* Segment checks before touching the file system: no "..", no
+     * dotfiles, no backslashes or empty segments that could confuse. */
+    for (const char *s = rel; *s;) {
+        while (*s == '/')
+            s++;
+        const char *e = strchr(s, '/');
+        size_t n = e ? (size_t)(e - s) : strlen(s);
+        if (n == 2 && s[0] == '.' && s[1] == '.')
+            return send_error(r, 403, "forbidden", "path escapes the static directory");
+        if (n > 0 && s[0] == '.') return send_error(r, 404, "not_found", "no such path");
+        s += n;
+    }
+    if (strchr(rel, '\\')) return send_error(r, 404, "not_found", "no such path");
+
+    if (!h->static_root[0]) {
+        if (!strcmp(rel, "/index.html")) return send_builtin_index(r);
+        return send_error(r, 404, "not_found", "no such path");
+    }
+    char full[PATH_MAX * 2], real[PATH_MAX];
+    snprintf(full, sizeof full, "%s%s", h->static_root, rel);
+    if (!realpath(full, real)) {
+        if (is_index && !strcmp(rel, "/index.html")) return send_builtin_index(r);
+        return send_error(r, 404, "not_found", "no such path");
+    }
+    size_t rl = strlen(h->static_root);
+    if (strncmp(real, h->static_root, rl) != 0 || real[rl] != '/')
+        return send_error(r, 403, "forbidden", "path escapes the static directory");
+    int fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return send_error(r, 404, "not_found", "no such path");
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return send_error(r, 404, "not_found", "no such path");
+    }
+    struct MHD_Response *resp = MHD_create_response_from_fd64((uint64_t)st.st_size, fd);
+    if (!resp) {
+        close(fd);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type_for(real));
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    add_common_headers(r, resp, 0);
+    return queue(r, 200, resp, (uint64_t)st.st_size);
+}
+
+/* ------------------------------------------------------------------------ */
+/* /classify: decoding, submitting, answering                               */
+/* ------------------------------------------------------------------------ */
+
+static void img_fail(struct img *im, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void img_fail(struct img *im, int status, const char *code, const char *fmt, ...) {
+    im->status = status;
+    im->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(im->msg, sizeof im->msg, fmt, ap);
+    va_end(ap);
+}
+
+/* Header check, decode and preprocess into out, on this HTTP thread. The
+ * header is checked first so an image over --max-pixels is refused before
+ * a single pixel is decoded. */
+static void decode_image(struct srv_http *h, struct img *im, const unsigned char *data, size_t len,
+                         float *out) {
+    if (len == 0) {
+        img_fail(im, 400, "empty_body", "the image is empty");
+        return;
+    }
+    char msg[256] = "";
+    struct eng_image_info info;
+    int64_t t0 = srv_now_ns();
+    enum eng_status st = eng_image_probe(data, len, &h->lim, &info, msg, sizeof msg);
+    if (st == ENG_OK)
+        st = eng_image_preprocess(data, len, &h->info->preproc, &h->lim, out, msg, sizeof msg);
+    im->decode_s = (srv_now_ns() - t0) * 1e-9;
+    if (st == ENG_OK) {
+        srv_metrics_decode(im->decode_s);
+        return;
+    }
+    const char *fmt = eng_image_sniff(data, len);
+    switch (st) {
+    case ENG_ERR_NOT_JPEG:
+        if (fmt)
+            img_fail(im, 415, "unsupported_media_type",
+                     "the image is %s, not JPEG; only JPEG is supported", fmt);
+        else
+            img_fail(im, 415, "unsupported_media_type",
+                     "the body is not a JPEG image (unknown format)");
+        break;
+    case ENG_ERR_TOO_LARGE:
+        img_fail(im, 413, "image_too_large", "%s (--max-pixels is %lld)", msg,
+                 (long long)h->cfg->max_pixels);
+        break;
+    case ENG_ERR_IMAGE:
+        img_fail(im, 400, "invalid_image", "%s", msg[0] ? msg : "corrupt or truncated JPEG");
+        break;
+    case ENG_ERR_UNSUPPORTED:
+        img_fail(im, 415, "unsupported_image", "%s", msg[0] ? msg : "unsupported JPEG variant");
+        break;
+    case ENG_ERR_NOMEM:
+        img_fail(im, 503, "out_of_memory", "out of memory decoding the image");
+        break;
+    default:
+        img_fail(im, 500, "internal", "image pipeline failed: %s", eng_status_name(st));
+        break;
+    }
+}
+
+/* Runs in a batcher thread: the last image of a request resumes it. */
+static void job_done(struct srv_job *job) {
+    struct img *im = job->user;
+    struct srv_req *r = im->req;
+    pthread_mutex_lock(&r->mu);
+    int resume = --r->pending == 0 && r->suspended;
+    if (resume) r->suspended = 0;
+    pthread_mutex_unlock(&r->mu);
+    /* The connection stays suspended, so r and conn stay valid, until the
+     * resume below has been handled. */
+    if (resume) MHD_resume_connection(r->conn);
+}
+
+/* The JSON of one image's outcome: predictions and timing, or an error. */
+static json_t *img_result(struct srv_req *r, struct img *im, int *status_out) {
+    struct srv_http *h = r->h;
+    json_t *o = json_object();
+    int status = im->status;
+    if (!status) {
+        switch (im->job.status) {
+        case SRV_JOB_OK:
+            break;
+        case SRV_JOB_EXPIRED:
+            img_fail(im, 504, "deadline_exceeded",
+                     "waited %.0f ms in the queue; --request-timeout-ms is %d",
+                     im->job.queue_s * 1e3, h->cfg->request_timeout_ms);
+            break;
+        case SRV_JOB_CANCELLED:
+            img_fail(im, 503, "cancelled", "the client disconnected");
+            break;
+        default:
+            img_fail(im, 500, "internal", "inference failed");
+            break;
+        }
+        status = im->status;
+    }
+    if (status) {
+        json_object_set_new(o, "error", error_object(im->code, im->msg));
+        *status_out = status;
+        return o;
+    }
+    int classes = h->info->num_classes;
+    struct eng_pred *preds = malloc((size_t)r->topk * sizeof *preds);
+    if (!preds) {
+        json_decref(o);
+        *status_out = 503;
+        return NULL;
+    }
+    int k = eng_topk(im->job.logits, classes, r->topk, preds);
+    json_t *arr = json_array();
+    for (int i = 0; i < k; i++) {
+        json_t *p = json_object();
+        const char *label = h->labels ? eng_labels_get(h->labels, preds[i].index) : NULL;
+        char fallback[32];
+        if (!label) {
+            snprintf(fallback, sizeof fallback, "class_%d", preds[i].index);
+            label = fallback;
+        }
+        json_object_set_new(p, "index", json_integer(preds[i].index));
+        json_object_set_new(p, "label", jstr(label));
+        json_object_set_new(p, "score", json_real(preds[i].score));
+        json_array_append_new(arr, p);
+    }
+    free(preds);
+    json_object_set_new(o, "predictions", arr);
+    json_t *t = json_object();
+    json_object_set_new(t, "queue_ms", json_real(ms(im->job.queue_s)));
+    json_object_set_new(t, "decode_ms", json_real(ms(im->decode_s)));
+    json_object_set_new(t, "infer_ms", json_real(ms(im->job.infer_s)));
+    json_object_set_new(t, "batch_size", json_integer(im->job.batch_size));
+    json_object_set_new(o, "timing", t);
+    r->images_ok++;
+    *status_out = 200;
+    return o;
+}
+
+/* Builds and queues the answer once every image is done (or failed). */
+static enum MHD_Result answer_classify(struct srv_req *r) {
+    struct srv_http *h = r->h;
+    double decode = 0, queue_max = 0, infer_max = 0;
+    for (int i = 0; i < r->nimg; i++) {
+        struct img *im = &r->imgs[i];
+        decode += im->decode_s;
+        if (!im->status && im->job.status != SRV_JOB_PENDING) {
+            if (im->job.queue_s > queue_max) queue_max = im->job.queue_s;
+            if (im->job.infer_s > infer_max) infer_max = im->job.infer_s;
+            if (im->job.batch_size > r->batch_size) r->batch_size = im->job.batch_size;
+        }
+    }
+    char timing[160];
+    snprintf(timing, sizeof timing,
+             "decode;dur=%.3f, queue;dur=%.3f, infer;dur=%.3f, total;dur=%.3f", decode * 1e3,
+             queue_max * 1e3, infer_max * 1e3, (srv_now_ns() - r->t0) * 1e-6);
+
+    json_t *o = json_object();
+    json_object_set_new(o, "model", jstr(h->info->arch));
+    if (!r->multi) {
+        int status;
+        json_t *res = img_result(r, &r->imgs[0], &status);
+        if (!res) {
+            json_decref(o);
+            return send_error(r, 503, "out_of_memory", "out of memory");
+        }
+        if (status != 200) {
+            json_t *e = json_object();
+            json_object_set(e, "error", json_object_get(res, "error"));
+            json_decref(res);
+            json_decref(o);
+            return send_json(r, status, e, "Server-Timing", timing);
+        }
+        json_object_update(o, res);
+        json_decref(res);
+        return send_json(r, 200, o, "Server-Timing", timing);
+    }
+    json_t *arr = json_array();
+    for (int i = 0; i < r->nimg; i++) {
+        int status;
+        json_t *res = img_result(r, &r->imgs[i], &status);
+        json_t *item = json_object();
+        json_object_set_new(item, "filename", jstr(r->imgs[i].filename));
+        if (res)
+            json_object_update(item, res);
+        else
+            json_object_set_new(item, "error", error_object("out_of_memory", "out of memory"));
+        json_decref(res);
+        json_array_append_new(arr, item);
+    }
+    json_object_set_new(o, "results", arr);
+    return send_json(r, 200, o, "Server-Timing", timing);
+}
+
+/* Allocates n images with their tensor and logits storage. */
+static int alloc_images(struct srv_req *r, int n) {
+    struct srv_http *h = r->h;
+    r->imgs = calloc((size_t)n, sizeof *r->imgs);
+    r->tensors = malloc((size_t)n * h->in_floats * sizeof(float));
+    r->logits = malloc((size_t)n * h->info->num_classes * sizeof(float));
+    if (!r->imgs || !r->tensors || !r->logits) return -1;
+    r->nimg = n;
+    int fd = -1;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci) fd = ci->connect_fd;
+    int64_t deadline = r->t0 + (int64_t)h->cfg->request_timeout_ms * 1000000;
+    for (int i = 0; i < n; i++) {
+        struct img *im = &r->imgs[i];
+        im->req = r;
+        im->job.input = r->tensors + (size_t)i * h->in_floats;
+        im->job.logits = r->logits + (size_t)i * h->info->num_classes;
+        im->job.deadline_ns = deadline;
+        im->job.client_fd = fd;
+        im->job.done = job_done;
+        im->job.user = im;
+    }
+    return 0;
+}
+
+/* The body is complete: split it, decode every image, submit. */
+static enum MHD_Result classify_body(struct srv_req *r) {
+    struct srv_http *h = r->h;
+    const struct srv_config *c = h->cfg;
+    if (r->too_large)
+        return send_error(r, 413, "body_too_large",
+                          "the request body exceeds --max-body-bytes (%lld bytes)",
+                          (long long)c->max_body_bytes);
+    if (r->len == 0) return send_error(r, 400, "empty_body", "the request body is empty");
+
+    /* Split into images. */
+    int max_files = c->max_files < c->queue_limit ? c->max_files : c->queue_limit;
+    if (!r->multipart) {
+        if (alloc_images(r, 1) != 0) return send_error(r, 503, "out_of_memory", "out of memory");
+        decode_image(h, &r->imgs[0], r->body, r->len, r->imgs[0].job.input);
+    } else {
+        int cap = max_files + 8; /* a few plain form fields are tolerated */
+        struct srv_mp_part *parts = malloc((size_t)cap * sizeof *parts);
+        if (!parts) return send_error(r, 503, "out_of_memory", "out of memory");
+        int np = 0;
+        char err[256];
+        enum srv_mp_status st =
+            srv_multipart_parse(r->body, r->len, r->boundary, parts, cap, &np, err, sizeof err);
+        if (st != SRV_MP_OK) {
+            free(parts);
+            if (st == SRV_MP_ERR_TOO_MANY)
+                return send_error(r, 413, "too_many_files",
+                                  "at most %d file parts per request (--max-files)", max_files);
+            return send_error(r, 400, "invalid_multipart", "malformed multipart body: %s", err);
+        }
+        int nfiles = 0;
+        for (int i = 0; i < np; i++)
+            nfiles += srv_multipart_is_file(&parts[i]);
+        if (nfiles == 0) {
+            free(parts);
+            return send_error(r, 400, "invalid_multipart", "the multipart body has no file part");
+        }
+        if (nfiles > max_files) {
+            free(parts);
+            return send_error(r, 413, "too_many_files",
+                              "%d file parts; at most %d per request (--max-files)", nfiles,
+                              max_files);
+        }
+        if (alloc_images(r, nfiles) != 0) {
+            free(parts);
+            return send_error(r, 503, "out_of_memory", "out of memory");
+        }
+        r->multi = nfiles > 1;
+        for (int i = 0, k = 0; i < np; i++) {
+            if (!srv_multipart_is_file(&parts[i])) continue;
+            struct img *im = &r->imgs[k++];
+            const char *fn = parts[i].has_filename ? parts[i].filename : parts[i].name;
+            srv_utf8_sanitize(im->filename, sizeof im->filename, fn, strlen(fn));
+            decode_image(h, im, parts[i].data, parts[i].len, im->job.input);
+        }
+        free(parts);
+    }
+    /* The bytes are no longer needed; free them before waiting. */
+    free(r->body);
+    r->body = NULL;
+    r->cap = 0;
+
+    if (!r->multi && r->imgs[0].status) {
+        struct img *im = &r->imgs[0];
+        return send_error(r, im->status, im->code, "%s", im->msg);
+    }
+    int64_t now = srv_now_ns();
+    struct srv_job *jobs[r->nimg];
+    int n = 0;
+    for (int i = 0; i < r->nimg; i++) {
+        struct img *im = &r->imgs[i];
+        if (im->status) continue;
+        if (now >= im->job.deadline_ns) {
+            img_fail(im, 504, "deadline_exceeded",
+                     "the deadline passed before queueing (--request-timeout-ms is %d)",
+                     c->request_timeout_ms);
+            srv_metrics_expired(1);
+            continue;
+        }
+        jobs[n++] = &im->job;
+    }
+    r->submitted = 1;
+    if (n == 0) return answer_classify(r);
+
+    int retry = 1;
+    pthread_mutex_lock(&r->mu);
+    r->pending = n;
+    enum srv_submit_status st = srv_batcher_submit(h->batcher, jobs, n, &retry);
+    if (st == SRV_SUBMIT_OK) {
+        /* Suspend before any job can complete: job_done takes r->mu too,
+         * so the resume always comes after the suspend. */
+        MHD_suspend_connection(r->conn);
+        r->suspended = 1;
+        pthread_mutex_unlock(&r->mu);
+        return MHD_YES;
+    }
+    r->pending = 0;
+    pthread_mutex_unlock(&r->mu);
+    if (st == SRV_SUBMIT_FULL)
+        return send_503_retry(r, "queue_full", retry, "the queue is full; retry later");
+    return send_503_retry(r, "shutting_down", 1, "the server is shutting down");
+}
+
+int srv_parse_topk(const char *v, size_t n, int classes, int *out) {
+    if (!v || n == 0 || n > 9) return -1;
+    long k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9') return -1;
+        k = k * 10 + (v[i] - '0');
+    }
+    if (k < 1 || k > classes) return -1;
+    *out = (int)k;
+    return 0;
+}
+
+/* First call of a POST /classify: everything that can be refused before
+ * the body is read is refused here. */
+static enum MHD_Result classify_start(struct srv_req *r) {
+    struct srv_http *h = r->h;
+    const struct srv_config *c = h->cfg;
+    if (!atomic_load_explicit(&h->ready, memory_order_acquire))
+        return send_503_retry(r, "not_ready", 1, "the model is still loading");
+
+    const char *v = NULL;
+    size_t vlen = 0;
+    r->topk = h->info->num_classes < 5 ? h->info->num_classes : 5;
+    if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, "topk", 4, &v, &vlen) ==
+        MHD_YES) {
+        if (srv_parse_topk(v, vlen, h->info->num_classes, &r->topk) != 0)
+            return send_error(r, 400, "invalid_topk", "topk must be an integer from 1 to %d",
+                              h->info->num_classes);
+    }
+
+    const char *cl =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (errno == 0 && end != cl && (n > (unsigned long long)c->max_body_bytes))
+            return send_error(r, 413, "body_too_large",
+                              "the request body (%llu bytes) exceeds --max-body-bytes (%lld)", n,
+                              (long long)c->max_body_bytes);
+    }
+
+    const char *ct =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (ct && !strncasecmp(ct, "multipart/", 10)) {
+        if (strncasecmp(ct, "multipart/form-data", 19) != 0)
+            return send_error(r, 415, "unsupported_media_type",
+                              "multipart bodies must be multipart/form-data");
+        if (srv_multipart_boundary(ct, r->boundary, sizeof r->boundary) != SRV_MP_OK)
+            return send_error(r, 400, "invalid_multipart",
+                              "multipart/form-data without a valid boundary parameter");
+        r->multipart = 1;
+    }
+    /* Any other content type is taken as the raw image; the bytes, not the
+     * header, decide whether it is a JPEG (415 names what it is). */
+
+    int retry = 1;
+    switch (srv_batcher_has_room(h->batcher, 1, &retry)) {
+    case SRV_SUBMIT_OK:
+        return MHD_YES;
+    case SRV_SUBMIT_FULL:
+        srv_metrics_rejected(1);
+        return send_503_retry(r, "queue_full", retry, "the queue is full; retry later");
+    default:
+        return send_503_retry(r, "shutting_down", 1, "the server is shutting down");
+    }
+}
+
+/* Appends an upload chunk. Past --max-body-bytes the bytes are counted and
+ * dropped (libmicrohttpd cannot answer in the middle of an upload); a
+ * client that goes on sending far beyond the limit is disconnected. */
+static enum MHD_Result classify_data(struct srv_req *r, const char *data, size_t n) {
+    const struct srv_config *c = r->h->cfg;
+    r->received += n;
+    if (r->too_large) {
+        uint64_t slack = (uint64_t)c->max_body_bytes + (1u << 20);
+        return r->received > (uint64_t)c->max_body_bytes + slack ? MHD_NO : MHD_YES;
+    }
+    if (r->received > (uint64_t)c->max_body_bytes) {
+        r->too_large = 1;
+        free(r->body);
+        r->body = NULL;
+        r->len = r->cap = 0;
+        return MHD_YES;
+    }
+    if (r->len + n > r->cap) {
+        size_t ncap = r->cap ? r->cap : 64 * 1024;
+        while (ncap < r->len + n)
+            ncap *= 2;
+        if (ncap > (size_t)c->max_body_bytes) ncap = (size_t)c->max_body_bytes;
+        unsigned char *nb = realloc(r->body, ncap);
+        if (!nb) return MHD_NO;
+        r->body = nb;
+        r->cap = ncap;
+    }
+    memcpy(r->body + r->len, data, n);
+    r->len += n;
+    return MHD_YES;
+}
+
+/* ------------------------------------------------------------------------ */
+/* libmicrohttpd callbacks                                                  */
+/* ------------------------------------------------------------------------ */
+
+static struct srv_req *req_new(struct srv_http *h, struct MHD_Connection *conn, const char *url,
+                               const char *method) {
+    struct srv_req *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->h = h;
+    r->conn = conn;
+    r->t0 = srv_now_ns();
+    pthread_mutex_init(&r->mu, NULL);
+    srv_utf8_sanitize(r->method, sizeof r->method, method, strlen(method));
+    srv_utf8_sanitize(r->path, sizeof r->path, url, strlen(url));
+    const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+    if (rid && srv_request_id_ok(rid)) {
+        snprintf(r->id, sizeof r->id, "%s", rid);
+    } else {
+        uint64_t x = splitmix64(h->id_seed + atomic_fetch_add(&h->id_counter, 1));
+        snprintf(r->id, sizeof r->id, "%016llx", (unsigned long long)x);
+    }
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci && ci->client_addr) {
+        const struct sockaddr *sa = ci->client_addr;
+        if (sa->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, r->remote,
+                      sizeof r->remote);
+        else if (sa->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, r->remote,
+                      sizeof r->remote);
+    }
+    if (!r->remote[0]) snprintf(r->remote, sizeof r->remote, "-");
+    return r;
+}
+
+static void req_free(struct srv_req *r) {
+    free(r->body);
+    free(r->imgs);
+    free(r->tensors);
+    free(r->logits);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+static int is_get(const char *m) {
+    return !strcmp(m, MHD_HTTP_METHOD_GET) || !strcmp(m, MHD_HTTP_METHOD_HEAD);
+}
+
+static enum srv_route route_of(const char *url) {
+    if (!strcmp(url, "/classify")) return SRV_ROUTE_CLASSIFY;
+    if (!strcmp(url, "/healthz")) return SRV_ROUTE_HEALTHZ;
+    if (!strcmp(url, "/readyz")) return SRV_ROUTE_READYZ;
+    if (!strcmp(url, "/metrics")) return SRV_ROUTE_METRICS;
+    if (!strcmp(url, "/v1/models")) return SRV_ROUTE_MODELS;
+    return SRV_ROUTE_STATIC;
+}
+
+/* First call (headers only): route, and refuse what can be refused before
+ * a body is read. Answering now makes libmicrohttpd close the connection
+ * afterwards (it cannot know what the unread body holds), so GETs are
+ * answered on the next call instead, keeping the connection alive. */
+static enum MHD_Result first_call(struct srv_req *r, const char *method) {
+    switch (r->route) {
+    case SRV_ROUTE_CLASSIFY:
+        if (strcmp(method, MHD_HTTP_METHOD_POST) != 0) return send_405(r, "POST");
+        return classify_start(r);
+    case SRV_ROUTE_HEALTHZ:
+    case SRV_ROUTE_READYZ:
+    case SRV_ROUTE_METRICS:
+    case SRV_ROUTE_MODELS:
+        return is_get(method) ? MHD_YES : send_405(r, "GET, HEAD");
+    default:
+        if (is_get(method)) return MHD_YES;
+        r->route = SRV_ROUTE_OTHER;
+        return send_405(r, "GET, HEAD");
+    }
+}
+
+/* The request (and its body, if any) is complete: answer a GET route. */
+static enum MHD_Result answer_get(struct srv_req *r, const char *url) {
+    switch (r->route) {
+    case SRV_ROUTE_HEALTHZ:
+        return handle_healthz(r);
+    case SRV_ROUTE_READYZ:
+        return handle_readyz(r);
+    case SRV_ROUTE_METRICS:
+        return handle_metrics(r);
+    case SRV_ROUTE_MODELS:
+        return handle_models(r);
+    default: {
+        enum MHD_Result q = handle_static(r, url);
+        if (r->status == 404) r->route = SRV_ROUTE_OTHER;
+        return q;
+    }
+    }
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **req_cls) {
+    struct srv_http *h = cls;
+    struct srv_req *r = *req_cls;
+    if (!r) {
+        r = req_new(h, conn, url, method);
+        if (!r) return MHD_NO;
+        *req_cls = r;
+        atomic_fetch_add(&h->inflight, 1);
+        r->route = route_of(url);
+        return first_call(r, method);
+    }
+    if (r->status) { /* answered already; ignore whatever else arrives */
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (r->route != SRV_ROUTE_CLASSIFY) {
+        if (*upload_data_size) { /* a GET with a body: drop it, but not forever */
+            r->received += *upload_data_size;
+            *upload_data_size = 0;
+            return r->received > 65536 ? MHD_NO : MHD_YES;
+        }
+        return answer_get(r, url);
+    }
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        return classify_data(r, upload_data, n);
+    }
+    if (!r->submitted) return classify_body(r);
+    return answer_classify(r); /* resumed: every image is done */
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    struct srv_http *h = cls;
+    struct srv_req *r = *req_cls;
+    if (!r) return;
+    *req_cls = NULL;
+    double dur = (srv_now_ns() - r->t0) * 1e-9;
+    /* 499: the client went away before an answer was queued (nginx's code). */
+    int status = r->status ? r->status : 499;
+    srv_metrics_request(r->route, status, dur);
+    if (h->cfg->access_log) {
+        struct srv_access a = {
+            .remote = r->remote,
+            .method = r->method,
+            .path = r->path,
+            .status = status,
+            .bytes = r->bytes,
+            .duration_s = dur,
+            .batch_size = r->batch_size,
+            .images = r->images_ok,
+            .request_id = r->id,
+        };
+        srv_log_access(&a);
+    }
+    req_free(r);
+    atomic_fetch_sub(&h->inflight, 1);
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = 0;
+    srv_log("warn", "libmicrohttpd: %s", msg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Lifecycle                                                                */
+/* ------------------------------------------------------------------------ */
+
+int srv_http_start(const struct srv_config *cfg, struct srv_http **out, char *err, size_t errlen) {
+    *out = NULL;
+    struct srv_http *h = calloc(1, sizeof *h);
+    if (!h) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    h->cfg = cfg;
+    eng_image_limits_default(&h->lim);
+    h->lim.max_pixels = cfg->max_pixels;
+    if (getrandom(&h->id_seed, sizeof h->id_seed, GRND_NONBLOCK) != sizeof h->id_seed)
+        h->id_seed = (uint64_t)srv_now_ns() ^ ((uint64_t)getpid() << 32);
+
+    if (cfg->static_dir[0]) {
+        if (!realpath(cfg->static_dir, h->static_root)) {
+            srv_log("warn", "--static-dir %s: %s; serving no static files", cfg->static_dir,
+                    strerror(errno));
+            h->static_root[0] = 0;
+        }
+    }
+
+    struct sockaddr_in a4;
+    struct sockaddr_in6 a6;
+    struct sockaddr *sa;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    memset(&a4, 0, sizeof a4);
+    memset(&a6, 0, sizeof a6);
+    if (inet_pton(AF_INET, cfg->bind, &a4.sin_addr) == 1) {
+        a4.sin_family = AF_INET;
+        a4.sin_port = htons((uint16_t)cfg->port);
+        sa = (struct sockaddr *)&a4;
+    } else if (inet_pton(AF_INET6, cfg->bind, &a6.sin6_addr) == 1) {
+        a6.sin6_family = AF_INET6;
+        a6.sin6_port = htons((uint16_t)cfg->port);
+        sa = (struct sockaddr *)&a6;
+        flags |= MHD_USE_IPv6;
+    } else {
+        snprintf(err, errlen, "--bind: not an IPv4 or IPv6 address: %s", cfg->bind);
+        free(h);
+        return -1;
+    }
+
+    struct MHD_OptionItem opts[12];
+    int n = 0;
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, sa};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h};
+    opts[n++] =
+        (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->max_connections, NULL};
+    opts[n++] =
+        (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->conn_timeout_s, NULL};
+    if (cfg->max_connections_per_ip > 0)
+        opts[n++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                                            (intptr_t)cfg->max_connections_per_ip, NULL};
+    if (cfg->http_threads > 1)
+        opts[n++] =
+            (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)cfg->http_threads, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+
+    h->d = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, h,
+                            MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h, MHD_OPTION_ARRAY, opts,
+                            MHD_OPTION_END);
+    if (!h->d) {
+        snprintf(err, errlen, "cannot listen on %s port %d (in use, or not permitted?)", cfg->bind,
+                 cfg->port);
+        free(h);
+        return -1;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = di ? di->port : cfg->port;
+    *out = h;
+    return 0;
+}
+
+int srv_http_port(const struct srv_http *h) {
+    return h->port;
+}
+
+void srv_http_set_ready(struct srv_http *h, const struct eng_model *m,
+                        const struct eng_labels *labels, struct srv_batcher *b,
+                        int engine_threads) {
+    h->model = m;
+    h->info = eng_model_get_info(m);
+    h->labels = labels;
+    h->batcher = b;
+    h->engine_threads = engine_threads;
+    h->in_floats = (size_t)3 * h->info->preproc.crop * h->info->preproc.crop;
+    atomic_store_explicit(&h->ready, 1, memory_order_release);
+}
+
+void srv_http_begin_drain(struct srv_http *h) {
+    atomic_store(&h->draining, 1);
+}
+
+void srv_http_quiesce(struct srv_http *h) {
+    if (h->quiesced) return;
+    h->quiesced = 1;
+    MHD_socket fd = MHD_quiesce_daemon(h->d);
+    if (fd == MHD_INVALID_SOCKET) return;
+    /* Connections the kernel completed but the daemon has not accepted yet
+     * would be reset by close(); hand them to the daemon instead, so every
+     * request a client managed to send is answered. */
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    for (;;) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int c = accept4(fd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
+        if (c < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            break;
+        }
+        if (MHD_add_connection(h->d, c, (struct sockaddr *)&ss, sl) != MHD_YES)
+            srv_log("warn", "could not hand over a pending connection: %s", strerror(errno));
+    }
+    close(fd);
+}
+
+int srv_http_wait_idle(struct srv_http *h, int timeout_ms) {
+    int64_t end = srv_now_ns() + (int64_t)timeout_ms * 1000000;
+    int n;
+    while ((n = atomic_load(&h->inflight)) > 0 && srv_now_ns() < end) {
+        struct timespec ts = {0, 5 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return n;
+}
+
+void srv_http_free(struct srv_http *h) {
+    if (!h) return;
+    if (h->d) MHD_stop_daemon(h->d);
+    free(h);
+}
+
+/* ------------------------------------------------------------------------ */
+/* --healthcheck                                                            */
+/* ------------------------------------------------------------------------ */
+
+int srv_healthcheck(const char *host, int port, int timeout_ms, char *err, size_t errlen) {
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    memset(&ss, 0, sizeof ss);
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+        sl = sizeof *a4;
+    } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        sl = sizeof *a6;
+    } else {
+        snprintf(err, errlen, "bad address %s", host);
+        return -1;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return -1;
+    }
+    int64_t end = srv_now_ns() + (int64_t)timeout_ms * 1000000;
+    int rc = -1;
+    char buf[256];
+    size_t got = 0;
+    static const char req[] = "GET /healthz HTTP/1.0\r\nHost: localhost\r\n"
+                              "User-Agent: imgclassd-healthcheck\r\n\r\n";
+    size_t sent = 0;
+    if (connect(fd, (struct sockaddr *)&ss, sl) != 0 && errno != EINPROGRESS) {
+        snprintf(err, errlen, "connect %s:%d: %s", host, port, strerror(errno));
+        goto out;
+    }
+    /* Write the request, then read until the status line is complete. */
+    while (got < sizeof buf - 1) {
+        int left = (int)((end - srv_now_ns()) / 1000000);
+        if (left <= 0) {
+            snprintf(err, errlen, "no answer from %s:%d within %d ms", host, port, timeout_ms);
+            goto out;
+        }
+        struct pollfd pf = {.fd = fd, .events = sent < sizeof req - 1 ? POLLOUT : POLLIN};
+        if (poll(&pf, 1, left) <= 0) continue;
+        if (sent < sizeof req - 1) {
+            int soerr = 0;
+            socklen_t el = sizeof soerr;
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &el);
+            if (soerr) {
+                snprintf(err, errlen, "connect %s:%d: %s", host, port, strerror(soerr));
+                goto out;
+            }
+            ssize_t w = send(fd, req + sent, sizeof req - 1 - sent, MSG_NOSIGNAL);
+            if (w < 0 && errno != EAGAIN && errno != EINTR) {
+                snprintf(err, errlen, "send: %s", strerror(errno));
+                goto out;
+            }
+            if (w > 0) sent += (size_t)w;
+            continue;
+        }
+        ssize_t k = recv(fd, buf + got, sizeof buf - 1 - got, 0);
+        if (k < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+        if (k <= 0) break;
+        got += (size_t)k;
+        buf[got] = 0;
+        if (strstr(buf, "\r\n")) break;
+    }
+    buf[got] = 0;
+    int code = 0;
+    if (sscanf(buf, "HTTP/%*d.%*d %d", &code) == 1 && code == 200) {
+        rc = 0;
+    } else {
+        char *eol = strpbrk(buf, "\r\n");
+        if (eol) *eol = 0;
+        snprintf(err, errlen, "unhealthy: %s", got ? buf : "no answer");
+    }
+out:
+    close(fd);
+    return rc;
+}

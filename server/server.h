@@ -1,0 +1,336 @@
+/* server.h: internal interfaces of the imgclassd HTTP service (srv_ prefix):
+ * configuration, logging, metrics, multipart parsing, batching and HTTP.
+ * Nothing here is public API; only the server sources and tests include it. */
+#ifndef SERVER_H
+#define SERVER_H
+
+#include "engine.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+
+/* ------------------------------------------------------------------------ */
+/* Time                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Monotonic nanoseconds; only differences mean anything. */
+static inline int64_t srv_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Configuration (server/config.c)                                          */
+/* ------------------------------------------------------------------------ */
+
+enum srv_log_format {
+    SRV_LOG_TEXT = 0,
+    SRV_LOG_JSON = 1,
+};
+
+/* Every setting of the server. Each field is a flag `--name` and an
+ * environment variable IMGCLASSD_<NAME>; the table in config.c is the one
+ * place that lists them (names, defaults, ranges, help). Strings are
+ * stored inline, so a config is a plain value with nothing to free. */
+struct srv_config {
+    char bind[64];                  /* --bind: IPv4 or IPv6 literal to listen on */
+    int port;                       /* --port: 0 picks a free port */
+    char model[1024];               /* --model: safetensors path or random:resnetD[:SEED] */
+    char labels[1024];              /* --labels: "" = built-in ImageNet-1k names */
+    int http_threads;               /* --http-threads: MHD thread pool (decode parallelism) */
+    int workers;                    /* --workers: inference threads, one eng_ctx each */
+    int engine_threads;             /* --engine-threads: the engine's compute pool */
+    int max_batch;                  /* --max-batch */
+    int batch_timeout_us;           /* --batch-timeout-us */
+    int queue_limit;                /* --queue-limit: images waiting for a worker */
+    int64_t max_body_bytes;         /* --max-body-bytes */
+    int64_t max_pixels;             /* --max-pixels: width * height from the JPEG header */
+    int max_files;                  /* --max-files: file parts per multipart request */
+    int request_timeout_ms;         /* --request-timeout-ms: arrival to leaving the queue */
+    int drain_seconds;              /* --drain-seconds */
+    char static_dir[1024];          /* --static-dir */
+    enum srv_log_format log_format; /* --log-format text|json */
+    int access_log;                 /* --access-log: 0 disables the per-request line */
+    int conn_timeout_s;             /* --conn-timeout-s: idle connection timeout */
+    int max_connections;            /* --max-connections */
+    int max_connections_per_ip;     /* --max-connections-per-ip: 0 = no limit */
+    int healthcheck;                /* --healthcheck: probe /healthz and exit */
+    int help;                       /* --help */
+};
+
+/* Fills the defaults. Sizes that follow the CPU count (http_threads,
+ * workers, engine_threads) are left 0 here and resolved by srv_config_parse. */
+void srv_config_default(struct srv_config *c);
+
+/* Applies IMGCLASSD_<NAME> environment variables, then argv[1..argc) (so
+ * flags win; a repeated flag: the last wins), then resolves the sizes left
+ * at 0 from srv_cpu_count(). Returns 0, or -1 with a one-line message
+ * naming the flag (and variable) in err (may be NULL). Never exits. */
+int srv_config_parse(struct srv_config *c, int argc, char **argv, char *err, size_t errlen);
+
+/* Prints --help: every flag with its variable, default and meaning. */
+void srv_config_usage(FILE *f);
+
+/* CPUs this process may run on (sched_getaffinity), at least 1. The one
+ * place that counts CPUs, so a cgroup quota can be honoured later. */
+int srv_cpu_count(void);
+
+/* ------------------------------------------------------------------------ */
+/* Logging (server/log.c)                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Sets the format of every later line; call once before starting threads. */
+void srv_log_init(enum srv_log_format fmt);
+
+/* A server event ("listening", "draining", errors) on stderr, one line,
+ * written with a single write(2) so lines from threads never interleave.
+ * level: "info", "warn", "error". Thread-safe. */
+void srv_log(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* One finished HTTP request. Strings are borrowed for the call. */
+struct srv_access {
+    const char *remote; /* client address */
+    const char *method;
+    const char *path;
+    int status;
+    uint64_t bytes;    /* response body bytes */
+    double duration_s; /* first byte of the request handled to completion */
+    int batch_size;    /* largest batch the request's images ran in; 0 none */
+    int images;        /* images classified */
+    const char *request_id;
+};
+
+/* Writes the access-log line (text or JSON) on stderr. Thread-safe. */
+void srv_log_access(const struct srv_access *a);
+
+/* ------------------------------------------------------------------------ */
+/* Metrics (server/metrics.c)                                               */
+/* ------------------------------------------------------------------------ */
+
+/* The routes requests are counted under (label route= of
+ * imgclassd_requests_total). */
+enum srv_route {
+    SRV_ROUTE_CLASSIFY = 0,
+    SRV_ROUTE_HEALTHZ,
+    SRV_ROUTE_READYZ,
+    SRV_ROUTE_METRICS,
+    SRV_ROUTE_MODELS,
+    SRV_ROUTE_STATIC,
+    SRV_ROUTE_OTHER,
+    SRV_ROUTE_COUNT
+};
+
+/* Stable label value of a route ("/classify", ..., "static", "other"). */
+const char *srv_route_name(enum srv_route r);
+
+/* The registry is process-wide (like every Prometheus client library's
+ * default registry); all functions below are thread-safe and lock-free or
+ * take a short per-histogram lock. srv_metrics_reset zeroes everything
+ * (start of main, and tests). */
+void srv_metrics_reset(void);
+
+void srv_metrics_request(enum srv_route route, int code, double duration_s);
+void srv_metrics_queue_wait(double seconds);
+void srv_metrics_decode(double seconds);
+void srv_metrics_batch(int size, double inference_s);
+void srv_metrics_images(int n);    /* images classified successfully */
+void srv_metrics_rejected(int n);  /* images refused with 503 queue full */
+void srv_metrics_expired(int n);   /* images whose deadline passed (504) */
+void srv_metrics_cancelled(int n); /* images dropped: client went away */
+
+/* Values that are read at scrape time rather than counted. */
+struct srv_metrics_gauges {
+    int queue_depth;
+    int inflight_requests;
+    int ready; /* 1 when /readyz answers 200 */
+    int draining;
+    const char *arch; /* NULL before the model is loaded */
+    int classes;
+    const char *weights;
+    int workers, max_batch;
+};
+
+/* Renders the exposition (text format 0.0.4). Returns a malloc'd,
+ * NUL-terminated string the caller frees, *len its length; NULL on OOM. */
+char *srv_metrics_render(const struct srv_metrics_gauges *g, size_t *len);
+
+/* ------------------------------------------------------------------------ */
+/* Multipart/form-data (server/multipart.c)                                 */
+/* ------------------------------------------------------------------------ */
+
+enum srv_mp_status {
+    SRV_MP_OK = 0,
+    SRV_MP_ERR_BOUNDARY = -1,     /* no or bad boundary parameter */
+    SRV_MP_ERR_SYNTAX = -2,       /* no opening delimiter, bad header line, ... */
+    SRV_MP_ERR_UNTERMINATED = -3, /* a part or the body ends without delimiter */
+    SRV_MP_ERR_HEADER_SIZE = -4,  /* a part's headers exceed SRV_MP_MAX_HEADER */
+    SRV_MP_ERR_TOO_MANY = -5,     /* more parts than the caller allows */
+};
+
+#define SRV_MP_MAX_HEADER 8192 /* bytes of headers per part */
+#define SRV_MP_MAX_BOUNDARY 70 /* RFC 2046 */
+
+/* One part. data points into the parsed body (borrowed). Strings are
+ * copied, NUL-terminated and truncated to their buffers. */
+struct srv_mp_part {
+    const unsigned char *data;
+    size_t len;
+    char name[64];          /* Content-Disposition name= */
+    char filename[256];     /* Content-Disposition filename=, when present */
+    char content_type[128]; /* the part's Content-Type, "" when absent */
+    int has_filename;
+};
+
+/* Extracts the boundary parameter of a multipart Content-Type header value
+ * into out (NUL-terminated; out needs SRV_MP_MAX_BOUNDARY + 1 bytes).
+ * Returns SRV_MP_OK or SRV_MP_ERR_BOUNDARY. Pure function. */
+enum srv_mp_status srv_multipart_boundary(const char *content_type, char *out, size_t outlen);
+
+/* Splits body (RFC 7578 / RFC 2046) into at most max_parts parts. Never
+ * reads outside body[0..len), allocates nothing, runs in linear time.
+ * Returns SRV_MP_OK with *nparts set, or an error with a message in err
+ * (may be NULL). Pure function: safe to fuzz. */
+enum srv_mp_status srv_multipart_parse(const unsigned char *body, size_t len, const char *boundary,
+                                       struct srv_mp_part *parts, int max_parts, int *nparts,
+                                       char *err, size_t errlen);
+
+/* 1 when a part carries a file (has a filename, or a non-text Content-Type);
+ * other parts are plain form fields. */
+int srv_multipart_is_file(const struct srv_mp_part *p);
+
+/* ------------------------------------------------------------------------ */
+/* Batcher (server/batcher.c)                                               */
+/* ------------------------------------------------------------------------ */
+
+enum srv_job_status {
+    SRV_JOB_PENDING = 0,
+    SRV_JOB_OK,        /* logits are valid */
+    SRV_JOB_EXPIRED,   /* deadline passed while queued (504) */
+    SRV_JOB_CANCELLED, /* the client disconnected while queued */
+    SRV_JOB_FAILED,    /* the forward pass failed (500) */
+};
+
+/* One image on its way through the queue. The submitter owns the struct
+ * and fills the inputs; the batcher fills the outputs, then calls done()
+ * exactly once from one of its threads, after which it never touches the
+ * job again. */
+struct srv_job {
+    /* inputs */
+    float *input;        /* [3][size][size], owned by the submitter */
+    int64_t deadline_ns; /* srv_now_ns() clock; 0 = none */
+    int client_fd;       /* polled for hang-up while queued; -1 = none */
+    void (*done)(struct srv_job *job);
+    void *user;
+    /* outputs, valid in done() */
+    enum srv_job_status status;
+    float *logits;  /* [num_classes], owned by the submitter */
+    double queue_s; /* enqueue to start of the forward pass */
+    double infer_s; /* the forward pass of its batch */
+    int batch_size;
+    /* private to the batcher */
+    int64_t enq_ns;
+    struct srv_job *prev, *next;
+};
+
+struct srv_batcher_opts {
+    int workers;          /* >= 1 */
+    int max_batch;        /* >= 1 */
+    int batch_timeout_us; /* >= 0 */
+    int queue_limit;      /* >= 1 */
+};
+
+struct srv_batcher;
+
+/* Creates the contexts (one per worker, each sized for max_batch), starts
+ * the threads, runs one warm-up forward pass on every context and returns
+ * once all are warm. The model is borrowed and must outlive the batcher. */
+enum eng_status srv_batcher_new(const struct eng_model *m, const struct srv_batcher_opts *o,
+                                struct srv_batcher **out, char *err, size_t errlen);
+
+enum srv_submit_status {
+    SRV_SUBMIT_OK = 0,
+    SRV_SUBMIT_FULL = -1,    /* queue cannot take them all: 503 */
+    SRV_SUBMIT_STOPPED = -2, /* the batcher is shutting down: 503 */
+};
+
+/* Enqueues n jobs atomically (all or none). On SRV_SUBMIT_FULL,
+ * *retry_after_s (when not NULL) is the estimated wait before the queue
+ * has room, in whole seconds >= 1. Never blocks on inference and never
+ * calls done() itself. Thread-safe. */
+enum srv_submit_status srv_batcher_submit(struct srv_batcher *b, struct srv_job **jobs, int n,
+                                          int *retry_after_s);
+
+/* Cheap pre-check before reading a body: SRV_SUBMIT_OK when n more images
+ * would fit now (after dropping queued jobs whose clients hung up),
+ * SRV_SUBMIT_FULL with *retry_after_s set as for srv_batcher_submit, or
+ * SRV_SUBMIT_STOPPED. Reserves nothing. Thread-safe. */
+enum srv_submit_status srv_batcher_has_room(struct srv_batcher *b, int n, int *retry_after_s);
+
+/* Images waiting in the queue now. Thread-safe. */
+int srv_batcher_depth(struct srv_batcher *b);
+
+/* Stops accepting, runs every job already queued, joins the threads. */
+void srv_batcher_stop(struct srv_batcher *b);
+
+/* Stops (if needed) and frees the contexts. NULL ok. */
+void srv_batcher_free(struct srv_batcher *b);
+
+/* ------------------------------------------------------------------------ */
+/* HTTP (server/http.c)                                                     */
+/* ------------------------------------------------------------------------ */
+
+struct srv_http;
+
+/* Binds and starts the libmicrohttpd daemon; /healthz answers at once and
+ * /readyz says "starting" until srv_http_set_ready. cfg is borrowed and
+ * must outlive the server. */
+int srv_http_start(const struct srv_config *cfg, struct srv_http **out, char *err, size_t errlen);
+
+/* The bound port (useful with --port 0) and address as text. */
+int srv_http_port(const struct srv_http *h);
+
+/* Publishes the loaded model, labels (may be NULL) and batcher and turns
+ * /readyz to 200. All three are borrowed until srv_http_free.
+ * engine_threads (the compute pool's size) is reported by /v1/models. */
+void srv_http_set_ready(struct srv_http *h, const struct eng_model *m,
+                        const struct eng_labels *labels, struct srv_batcher *b, int engine_threads);
+
+/* /readyz answers 503 "draining" from now on and every response says
+ * Connection: close; requests are still served. */
+void srv_http_begin_drain(struct srv_http *h);
+
+/* Stops accepting connections: closes the listening socket after handing
+ * connections still in its backlog to the daemon. Idempotent. */
+void srv_http_quiesce(struct srv_http *h);
+
+/* Waits until no request is in progress, up to timeout_ms. Returns the
+ * number of requests still in progress (0 = idle). */
+int srv_http_wait_idle(struct srv_http *h, int timeout_ms);
+
+/* Stops the daemon (every connection closed) and frees the server. The
+ * batcher must have been stopped first. NULL ok. */
+void srv_http_free(struct srv_http *h);
+
+/* Request parsing helpers, pure and fuzzable. */
+
+/* topk from the query: v[0..n) must be decimal digits only with a value in
+ * 1..classes (no sign, spaces, exponent). Returns 0 and *out, or -1. */
+int srv_parse_topk(const char *v, size_t n, int classes, int *out);
+
+/* 1 when a client's X-Request-Id may be echoed: 1..64 characters of
+ * [A-Za-z0-9._:/+=-]. */
+int srv_request_id_ok(const char *s);
+
+/* Copies s[0..n) into out (outlen bytes, NUL-terminated, truncated on a
+ * character boundary) as valid UTF-8 without control characters: invalid
+ * sequences, overlongs, surrogates and controls become '?'. */
+void srv_utf8_sanitize(char *out, size_t outlen, const char *s, size_t n);
+
+/* Probes GET /healthz on host:port with a plain socket; 0 when it answers
+ * 200 within timeout_ms, else -1 with a message in err. */
+int srv_healthcheck(const char *host, int port, int timeout_ms, char *err, size_t errlen);
+
+#endif
