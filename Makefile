@@ -21,7 +21,7 @@ PORT    ?= 8080
 # Debian's npm would conflict with that nodejs, so it is not listed.
 DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libjpeg62-turbo-dev \
             libjansson-dev libopenblas-dev libcurl4-openssl-dev \
-            python3-torch python3-torchvision python3-pil python3-numpy chromium
+            python3-torch python3-torchvision python3-pil python3-numpy python3-yaml chromium
 
 ENGINE_SRC := $(filter-out engine/imgclass.c,$(wildcard engine/*.c))
 SERVER_SRC := $(filter-out server/main.c,$(wildcard server/*.c))
@@ -29,9 +29,9 @@ ENGINE_OBJ := $(ENGINE_SRC:%.c=$(B)/%.o) $(B)/gen/labels_data.o
 SERVER_OBJ := $(SERVER_SRC:%.c=$(B)/%.o)
 TEST_SRC   := $(wildcard tests/test_*.c)
 TEST_BIN   := $(TEST_SRC:tests/%.c=$(B)/tests/%)
-TEST_SCRIPTS := tests/test_browser.sh
+TEST_SCRIPTS := tests/test_browser.sh tests/test_fetch.py tests/test_deploy.py
 
-.PHONY: all deps test run clean help asan check-deps bench test-browser
+.PHONY: all deps test run clean help asan check-deps bench test-browser model test-docker
 all: $(B)/imgclass $(if $(wildcard server/main.c),$(B)/imgclassd)  ## build the CLI and the server
 
 help:  ## list targets
@@ -70,6 +70,10 @@ $(B)/imgclass: $(B)/engine/imgclass.o $(B)/libengine.a
 $(B)/imgclassd: $(B)/server/main.o $(SERVER_OBJ) $(B)/libengine.a
 	$(CC) $(CFLAGS) -o $@ $^ $(SRV_LIBS) $(LDLIBS)
 
+# The weights downloader behind `make model`: libcurl only, not in the library.
+$(B)/fetch-model: $(B)/deploy/fetch_model.o
+	$(CC) $(CFLAGS) -o $@ $^ -lcurl
+
 $(B)/tests/%: tests/%.c $(SERVER_OBJ) $(B)/libengine.a tests/test.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(SERVER_OBJ) $(B)/libengine.a $(SRV_LIBS) $(TEST_LIBS) $(LDLIBS)
@@ -97,12 +101,16 @@ check-deps:
 	@$(MAKE) --no-print-directory deps
 
 test: check-deps  ## install deps, build, generate torchvision references, run all tests
-	@$(MAKE) --no-print-directory all $(TEST_BIN) $(REF)/stamp
+	@$(MAKE) --no-print-directory all $(B)/fetch-model $(TEST_BIN) $(REF)/stamp
 	@IMGCLASS_REF=$(REF) IMGCLASS_BIN=$(B)/imgclass IMGCLASSD_BIN=$(B)/imgclassd \
-	    bash tests/run.sh $(TEST_BIN) $(TEST_SCRIPTS)
+	    IMGCLASS_FETCH=$(B)/fetch-model bash tests/run.sh $(TEST_BIN) $(TEST_SCRIPTS)
 
 test-browser: $(B)/imgclassd  ## run only the browser test (headless Chromium)
 	@IMGCLASSD_BIN=$(B)/imgclassd bash tests/run.sh tests/test_browser.sh
+
+# The container image, built and run for real (docker, else podman as root).
+test-docker: check-deps  ## build docker/Dockerfile and test the image in a container
+	@IMGCLASS_REF=$(REF) bash tests/run.sh tests/test_docker.sh
 
 # Whole suite under AddressSanitizer and UndefinedBehaviorSanitizer.
 asan:  ## run the tests under ASan + UBSan (build in build/asan)
@@ -110,11 +118,17 @@ asan:  ## run the tests under ASan + UBSan (build in build/asan)
 	    OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	    test
 
-run: check-deps all  ## start the server on port $(PORT) with models/$(ARCH).safetensors
+# Real ImageNet weights from Hugging Face (timm), verified, with the
+# preprocessing sidecar models/$(ARCH).json. Offline it says what to fetch.
+model: check-deps  ## download weights for ARCH (default resnet50) into models/
+	@$(MAKE) --no-print-directory $(B)/fetch-model
+	$(B)/fetch-model --dir models $(ARCH)
+
+run: check-deps all  ## start the server on port $(PORT) with models/$(ARCH).safetensors (fetched if absent)
 	@if [ ! -f models/$(ARCH).safetensors ]; then \
-	    echo "run: models/$(ARCH).safetensors is missing."; \
-	    echo "     Put torchvision/timm ResNet weights there (safetensors), or try the service"; \
-	    echo "     with random weights: build/imgclassd --model random:$(ARCH)"; exit 1; fi
+	    $(MAKE) --no-print-directory model || { \
+	    echo "run: models/$(ARCH).safetensors is missing (see above); or try the service"; \
+	    echo "     with random weights: build/imgclassd --model random:$(ARCH)"; exit 1; }; fi
 	$(B)/imgclassd --port $(PORT) --model models/$(ARCH).safetensors
 
 clean:  ## remove build/

@@ -74,9 +74,17 @@ int srv_config_parse(struct srv_config *c, int argc, char **argv, char *err, siz
 /* Prints --help: every flag with its variable, default and meaning. */
 void srv_config_usage(FILE *f);
 
-/* CPUs this process may run on (sched_getaffinity), at least 1. The one
- * place that counts CPUs, so a cgroup quota can be honoured later. */
+/* CPUs this process may use: the sched_getaffinity count, capped by the
+ * cgroup CPU quota rounded up (v2 cpu.max; v1 cpu.cfs_quota_us /
+ * cpu.cfs_period_us; the smallest along the process's cgroup path), at
+ * least 1. In server/cpus.c. Reads /proc/self/cgroup and /sys/fs/cgroup on
+ * every call, so call it at start-up, not per request. Thread-safe. */
 int srv_cpu_count(void);
+
+/* srv_cpu_count with the cgroup tree at cgroup_root and the process's
+ * cgroup membership read from self_cgroup, a file in /proc/self/cgroup
+ * format (NULL: the root only). For tests. */
+int srv_cpu_count_at(const char *cgroup_root, const char *self_cgroup);
 
 /* ------------------------------------------------------------------------ */
 /* Logging (server/log.c)                                                   */
