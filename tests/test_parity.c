@@ -9,6 +9,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Pass criteria: every logit within LOGIT_REL_TOL * (1 + max|logit|) of
  * torchvision's (max over that image's reference logits), and the same
@@ -434,6 +435,92 @@ static void case_end_to_end(void) {
           r.bad_logits, r.bad_top, r.first_bad);
 }
 
+/* The command-line tool end to end: build/imgclass --json on the JPEG files
+ * (its own decoding, preprocessing and batching) against torchvision. The
+ * CLI prints the top 5, so those five logits are checked, and each rank must
+ * be torchvision's class there or one within the tolerance of it. Large
+ * photos are left out: the CLI decodes them at a reduced DCT scale, which
+ * PIL does not. */
+static void case_cli(void) {
+    if (!ref.root) SKIP("%s", ref.missing);
+    const char *bin = getenv("IMGCLASS_BIN");
+    if (!bin || !*bin) bin = "build/imgclass";
+    CHECK(access(bin, X_OK) == 0, "%s is not built", bin);
+    struct ref_model rm;
+    CHECK(ref_model_get(cur_model, &rm), "manifest model %d is malformed", cur_model);
+    char path[PATH_LEN];
+    size_t cap = 1 << 16, len = 0;
+    char *cmd = malloc(cap);
+    int *idx = malloc(sizeof(int) * ref.n);
+    CHECK(cmd && idx);
+    ref_path(rm.path, path, sizeof path);
+    len += (size_t)snprintf(cmd, cap, "'%s' --json --topk 5 --model '%s'", bin, path);
+    int n = 0;
+    for (int i = 0; i < ref.n && len + PATH_LEN + 4 < cap; i++) {
+        json_t *e = json_array_get(ref.images, i);
+        const char *p = json_string_value(json_object_get(e, "path"));
+        const char *kind = json_string_value(json_object_get(e, "kind"));
+        if (!p || (kind && !strcmp(kind, "large"))) continue;
+        ref_path(p, path, sizeof path);
+        if (access(path, R_OK) != 0) continue; /* ../shared/images may be absent */
+        len += (size_t)snprintf(cmd + len, cap - len, " '%s'", path);
+        idx[n++] = i;
+    }
+    float *want = NULL;
+    char why[WHY_LEN] = "";
+    ref_path(rm.logits, path, sizeof path);
+    want = read_f32(path, (size_t)ref.n * rm.num_classes, why, sizeof why);
+    FILE *f = want ? popen(cmd, "r") : NULL;
+    int lines = 0, bad = 0;
+    double worst = 0;
+    char line[8192];
+    while (f && fgets(line, sizeof line, f)) {
+        json_t *o = json_loads(line, 0, NULL);
+        json_t *preds = json_object_get(o, "predictions");
+        int img = lines < n ? idx[lines] : -1;
+        lines++;
+        if (img < 0 || json_array_size(preds) != 5) {
+            if (!bad++) snprintf(why, sizeof why, "line %d: %.300s", lines, line);
+            json_decref(o);
+            continue;
+        }
+        const float *w = want + (size_t)img * rm.num_classes;
+        /* torchvision's top 5 and the tolerance for this image */
+        struct eng_pred tw[5];
+        eng_topk(w, rm.num_classes, 5, tw);
+        double mx = 0;
+        for (int j = 0; j < rm.num_classes; j++) mx = fmax(mx, fabs(w[j]));
+        double tol = LOGIT_REL_TOL * (1 + mx);
+        for (int p = 0; p < 5; p++) {
+            json_t *e = json_array_get(preds, (size_t)p);
+            int cls = (int)json_integer_value(json_object_get(e, "index"));
+            double logit = json_number_value(json_object_get(e, "logit"));
+            int in_range = cls >= 0 && cls < rm.num_classes;
+            double err = in_range ? fabs(logit - w[cls]) : INFINITY;
+            worst = fmax(worst, err / tol);
+            /* same class as torchvision at this rank, or a near-tie of it */
+            int rank_ok = in_range && fabs(w[cls] - tw[p].logit) <= tol;
+            if ((err > tol || !rank_ok) && !bad++)
+                snprintf(why, sizeof why,
+                         "%s: rank %d is class %d (logit %.6g, torchvision %.6g), torchvision's "
+                         "rank %d is class %d (%.6g), tol %.3g",
+                         image_name(img), p + 1, cls, logit, in_range ? w[cls] : 0.0, p + 1,
+                         tw[p].index, tw[p].logit, tol);
+        }
+        json_decref(o);
+    }
+    int rc = f ? pclose(f) : -1;
+    free(cmd);
+    free(idx);
+    free(want);
+    CHECK(*why == 0 || bad, "%s", why);
+    CHECK(rc == 0, "%s exited with status %d", bin, rc);
+    CHECK(lines == n, "%d lines for %d images", lines, n);
+    CHECK(!bad, "%d mismatches; first: %s", bad, why);
+    printf("  parity.%s: %d images through %s, worst logit err/tol %.3g\n", cur_label, n, bin,
+           worst);
+}
+
 /* Max over images of max_j |a - b| / (1 + max_j |a|); [n][nc] each. */
 static double rel_diff(const float *a, const float *b, int n, int nc, int *bitwise) {
     double worst = 0;
@@ -601,6 +688,11 @@ int main(void) {
         for (size_t j = 0; j < sizeof e2e / sizeof e2e[0]; j++) {
             int i = ref_model_find(e2e[j], "F32");
             if (i >= 0) run_model_case("end_to_end", case_end_to_end, i);
+        }
+        /* The CLI on every depth. */
+        for (int i = 0; i < nm; i++) {
+            struct ref_model rm;
+            if (ref_model_get(i, &rm) && !strcmp(rm.dtype, "F32")) run_model_case("cli", case_cli, i);
         }
         RUN(test_batch_1_vs_8);
         RUN(test_two_threads);
