@@ -5,6 +5,7 @@
 
 #include <cblas.h>
 #include <float.h>
+#include <math.h>
 #include <string.h>
 
 /* im2col is done in row chunks so its scratch stays bounded (and warm in
@@ -64,19 +65,25 @@ static void im2col(float *col, const float *in, const struct eng_conv *cv, int h
 }
 
 /* out = act(out + bias (+ res)) over rows x c, rows ld floats apart (out
- * and res alike): one pass over the output while it is still in cache. */
+ * and res alike): one branch-free pass over the output while it is still
+ * in cache (no ReLU is a clamp at -inf). */
 static void epilogue(float *restrict out, const float *restrict res, const float *restrict bias,
                      int rows, int c, int ld, bool relu) {
+    const float lo = relu ? 0.0f : -INFINITY;
     for (int r = 0; r < rows; r++) {
-        float *o = out + (size_t)r * ld;
+        float *restrict o = out + (size_t)r * ld;
         if (res) {
-            const float *q = res + (size_t)r * ld;
-            for (int j = 0; j < c; j++) o[j] += bias[j] + q[j];
+            const float *restrict q = res + (size_t)r * ld;
+            for (int j = 0; j < c; j++) {
+                float v = o[j] + bias[j] + q[j];
+                o[j] = v > lo ? v : lo;
+            }
         } else {
-            for (int j = 0; j < c; j++) o[j] += bias[j];
+            for (int j = 0; j < c; j++) {
+                float v = o[j] + bias[j];
+                o[j] = v > lo ? v : lo;
+            }
         }
-        if (relu)
-            for (int j = 0; j < c; j++) o[j] = o[j] > 0.0f ? o[j] : 0.0f;
     }
 }
 

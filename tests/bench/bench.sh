@@ -58,8 +58,11 @@ bench_variant() {
     line=$(run_env "$v" "$PY" tests/bench/bench_torch.py --seconds "$SECONDS_PER" --threads "$ncpu")
     echo "{\"kind\": \"torch\", \"data\": $line}" >>"$f"
     echo "== $v: server end to end ($LOAD_SECONDS s per client count)" >&2
-    run_env "$v" "$B/imgclassd" --port 0 --bind 127.0.0.1 --model "$MODEL" \
-        --log-format json >"$TMP/srv.out" 2>"$TMP/srv.err" &
+    # started with env directly so $! is the server's own PID (for VmHWM)
+    local envcmd=(env "${machine_env[@]}")
+    [ "$v" = native ] && envcmd=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)
+    "${envcmd[@]}" "$B/imgclassd" --port 0 --bind 127.0.0.1 --model "$MODEL" \
+        --log-format json --access-log off >"$TMP/srv.out" 2>"$TMP/srv.err" &
     SRV_PID=$!
     local port=""
     for _ in $(seq 1 300); do
