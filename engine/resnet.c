@@ -475,39 +475,52 @@ const struct eng_model_info *eng_model_get_info(const struct eng_model *m) {
 /* Contexts                                                                 */
 /* ------------------------------------------------------------------------ */
 
+/* Four rotating activation buffers, plus the handoff buffer between the
+ * early and the late stages (see eng_ctx_forward). */
 #define NBUF 4
+#define HANDOFF NBUF
+/* Images per pass through the early stages: one keeps their large
+ * activations in cache instead of streaming a whole batch through memory. */
+#define EARLY_IMAGES 1
 
 struct eng_ctx {
     const struct eng_model *m;
     int max_batch, size;
-    int ntasks;         /* tasks per convolution: the pool size at creation */
-    size_t act_floats;  /* per activation buffer, for max_batch images */
-    size_t col_floats;  /* im2col scratch */
-    float *buf[NBUF];   /* rotating activations, NHWC */
-    float *col;
-    float *pooled;      /* [max_batch][feat] */
-    float *mem;         /* the single allocation behind all of the above */
+    int ntasks;          /* tasks per convolution: the pool size at creation */
+    int late;            /* first block of the late stages (layer3) */
+    size_t handoff_img;  /* floats per image of the early stages' output */
+    float *buf[NBUF + 1]; /* rotating activations (NHWC), then the handoff */
+    float *col;          /* im2col scratch */
+    float *pooled;       /* [max_batch][feat] */
+    float *mem;          /* the single allocation behind all of the above */
     size_t bytes;
 };
 
-/* Largest activation (per image) and im2col scratch (for n images) over the
- * whole network at input size x size. */
-static void ctx_measure(const struct eng_model *m, int n, int size, int ntasks, size_t *act,
-                        size_t *col) {
-    size_t a = (size_t)3 * size * size, c = 0;
+/* Workspace sizes for batches of n at input size x size: the largest
+ * activation of the early stages for EARLY_IMAGES images and of the late
+ * stages for n (floats per rotating buffer), the early output per image,
+ * and the largest im2col scratch. */
+static void ctx_measure(const struct eng_model *m, int late, int n, int size, int ntasks,
+                        size_t *act, size_t *handoff_img, size_t *col) {
+    size_t early_max = (size_t)3 * size * size, late_max = 0, c = 0;
+    int batch = EARLY_IMAGES < n ? EARLY_IMAGES : n;
 #define NOTE(cv, hin, hout)                                                                        \
     do {                                                                                           \
         size_t o_ = (size_t)(cv)->cout * (hout) * (hout);                                          \
-        if (o_ > a) a = o_;                                                                        \
-        size_t c_ = eng_conv_col_floats((cv), n, (hin), (hin), ntasks);                                    \
+        size_t *mx_ = b_ < late ? &early_max : &late_max;                                          \
+        if (o_ > *mx_) *mx_ = o_;                                                                  \
+        size_t c_ = eng_conv_col_floats((cv), batch, (hin), (hin), ntasks);                        \
         if (c_ > c) c = c_;                                                                        \
     } while (0)
+    int b_ = -1;
     int h = eng_out_dim(size, 7, 2, 3);
     NOTE(&m->stem, size, h);
     h = eng_out_dim(h, 3, 2, 1);
-    for (int b = 0; b < m->total_blocks; b++) {
-        const struct eng_block *blk = &m->blocks[b];
+    *handoff_img = (size_t)m->stem.cout * h * h; /* when every block is late */
+    for (b_ = 0; b_ < m->total_blocks; b_++) {
+        const struct eng_block *blk = &m->blocks[b_];
         const struct eng_conv *list[3] = {&blk->c1, &blk->c2, m->info.bottleneck ? &blk->c3 : NULL};
+        if (b_ == late) batch = n;
         int hin = h;
         for (int i = 0; i < 3 && list[i]; i++) {
             int ho = eng_out_dim(h, list[i]->k, list[i]->stride, list[i]->pad);
@@ -515,9 +528,11 @@ static void ctx_measure(const struct eng_model *m, int n, int size, int ntasks, 
             h = ho;
         }
         if (blk->has_ds) NOTE(&blk->ds, hin, h);
+        if (b_ == late - 1) *handoff_img = (size_t)(m->info.bottleneck ? blk->c3.cout : blk->c2.cout) * h * h;
     }
 #undef NOTE
-    *act = a * (size_t)n;
+    size_t e = early_max * (size_t)(EARLY_IMAGES < n ? EARLY_IMAGES : n), l = late_max * (size_t)n;
+    *act = e > l ? e : l;
     *col = c;
 }
 
@@ -535,11 +550,16 @@ enum eng_status eng_ctx_new(const struct eng_model *m, int max_batch, int size,
     c->max_batch = max_batch;
     c->size = size;
     c->ntasks = eng_get_threads() > 1 ? eng_get_threads() : 1;
-    ctx_measure(m, max_batch, size, c->ntasks, &c->act_floats, &c->col_floats);
+    /* the late stages (layer3, layer4) hold most weights and small
+     * activations: they gain from batching; the early ones do not */
+    c->late = m->nblocks[0] + m->nblocks[1];
+    size_t act_floats, col_floats;
+    ctx_measure(m, c->late, max_batch, size, c->ntasks, &act_floats, &c->handoff_img, &col_floats);
     /* round each region to 16 floats so every buffer is 64-byte aligned */
-    size_t act = (c->act_floats + 15) & ~(size_t)15, col = (c->col_floats + 15) & ~(size_t)15;
+    size_t act = (act_floats + 15) & ~(size_t)15, col = (col_floats + 15) & ~(size_t)15;
+    size_t handoff = (c->handoff_img * max_batch + 15) & ~(size_t)15;
     size_t pooled = ((size_t)max_batch * m->feat + 15) & ~(size_t)15;
-    size_t floats = NBUF * act + col + pooled;
+    size_t floats = NBUF * act + handoff + col + pooled;
     c->bytes = floats * sizeof(float);
     c->mem = aligned_alloc(64, c->bytes);
     if (!c->mem) {
@@ -548,7 +568,8 @@ enum eng_status eng_ctx_new(const struct eng_model *m, int max_batch, int size,
                         (floats * sizeof(float)) >> 20);
     }
     for (int i = 0; i < NBUF; i++) c->buf[i] = c->mem + (size_t)i * act;
-    c->col = c->mem + NBUF * act;
+    c->buf[HANDOFF] = c->mem + NBUF * act;
+    c->col = c->buf[HANDOFF] + handoff;
     c->pooled = c->col + col;
     *out = c;
     return ENG_OK;
@@ -568,76 +589,98 @@ size_t eng_ctx_workspace_bytes(const struct eng_ctx *c) {
 /* Forward pass                                                             */
 /* ------------------------------------------------------------------------ */
 
-/* Index of the first buffer not in the used mask. */
+/* Index of the first rotating buffer not in the used mask (the handoff
+ * buffer is never scratch). */
 static int free_buf(unsigned used) {
     for (int i = 0; i < NBUF; i++)
         if (!(used & (1u << i))) return i;
     return -1; /* unreachable: a block holds at most three live buffers */
 }
 
-enum eng_status eng_ctx_forward(struct eng_ctx *c, const float *in, int n, float *logits) {
-    if (!c || !in || !logits || n < 1 || n > c->max_batch) return ENG_ERR_ARG;
+/* Runs blocks [b0, b1) on n images whose input (h x h) is in buffer x;
+ * returns the buffer holding the output and updates *h. */
+static int run_blocks(struct eng_ctx *c, int b0, int b1, int n, int x, int *h) {
     const struct eng_model *m = c->m;
-    const int size = c->size;
     float **buf = c->buf;
-    eng_pool_enter();
-
-    /* input CHW per image -> NHWC */
-    const size_t plane = (size_t)size * size;
-    for (int i = 0; i < n; i++) {
-        const float *src = in + (size_t)i * 3 * plane;
-        float *dst = buf[0] + (size_t)i * 3 * plane;
-        for (size_t p = 0; p < plane; p++) {
-            dst[3 * p + 0] = src[p];
-            dst[3 * p + 1] = src[plane + p];
-            dst[3 * p + 2] = src[2 * plane + p];
-        }
-    }
-
-    /* stem: conv 7x7/2 + BN + ReLU, then max pool 3x3/2 */
-    int h = eng_out_dim(size, 7, 2, 3);
-    eng_conv_forward(buf[1], buf[0], &m->stem, n, size, size, NULL, true, c->col, eng_pool_share(c->ntasks));
-    eng_maxpool3x3s2(buf[0], buf[1], n, h, h, m->stem.cout);
-    h = eng_out_dim(h, 3, 2, 1);
-    int x = 0; /* buffer holding the block input */
-
-    for (int b = 0; b < m->total_blocks; b++) {
+    int hh = *h;
+#define CONV(out, in, cv, hin, res, relu)                                                          \
+    eng_conv_forward(buf[out], buf[in], cv, n, hin, hin, res, relu, c->col,                        \
+                     eng_pool_share(c->ntasks))
+    for (int b = b0; b < b1; b++) {
         const struct eng_block *blk = &m->blocks[b];
         unsigned used = 1u << x;
         int t1 = free_buf(used);
         used |= 1u << t1;
-        int ho = eng_out_dim(h, blk->c1.k, blk->c1.stride, blk->c1.pad);
-        eng_conv_forward(buf[t1], buf[x], &blk->c1, n, h, h, NULL, true, c->col, eng_pool_share(c->ntasks));
+        int ho = eng_out_dim(hh, blk->c1.k, blk->c1.stride, blk->c1.pad);
+        CONV(t1, x, &blk->c1, hh, NULL, true);
         int y;
         if (m->info.bottleneck) {
             /* 1x1 reduce, 3x3 (strided), then 1x1 expand + shortcut + ReLU */
             int t2 = free_buf(used);
             used |= 1u << t2;
             int h2 = eng_out_dim(ho, blk->c2.k, blk->c2.stride, blk->c2.pad);
-            eng_conv_forward(buf[t2], buf[t1], &blk->c2, n, ho, ho, NULL, true, c->col, eng_pool_share(c->ntasks));
+            CONV(t2, t1, &blk->c2, ho, NULL, true);
             int id = x;
             if (blk->has_ds) {
                 id = free_buf(used);
-                eng_conv_forward(buf[id], buf[x], &blk->ds, n, h, h, NULL, false, c->col, eng_pool_share(c->ntasks));
+                CONV(id, x, &blk->ds, hh, NULL, false);
             }
             y = t1; /* t1 is dead once conv2 has run */
-            eng_conv_forward(buf[y], buf[t2], &blk->c3, n, h2, h2, buf[id], true, c->col, eng_pool_share(c->ntasks));
-            h = h2;
+            CONV(y, t2, &blk->c3, h2, buf[id], true);
+            hh = h2;
         } else {
             /* 3x3 (strided), then 3x3 + shortcut + ReLU */
             int id = x;
             if (blk->has_ds) {
                 id = free_buf(used);
                 used |= 1u << id;
-                eng_conv_forward(buf[id], buf[x], &blk->ds, n, h, h, NULL, false, c->col, eng_pool_share(c->ntasks));
+                CONV(id, x, &blk->ds, hh, NULL, false);
             }
             y = free_buf(used);
-            eng_conv_forward(buf[y], buf[t1], &blk->c2, n, ho, ho, buf[id], true, c->col, eng_pool_share(c->ntasks));
-            h = ho;
+            CONV(y, t1, &blk->c2, ho, buf[id], true);
+            hh = ho;
         }
         x = y;
     }
+#undef CONV
+    *h = hh;
+    return x;
+}
 
+/* The early stages (stem, layer1, layer2) run EARLY_IMAGES at a time and
+ * leave their output in the handoff buffer; the late stages (layer3,
+ * layer4), whose weights dominate, then run on the whole batch. */
+enum eng_status eng_ctx_forward(struct eng_ctx *c, const float *in, int n, float *logits) {
+    if (!c || !in || !logits || n < 1 || n > c->max_batch) return ENG_ERR_ARG;
+    const struct eng_model *m = c->m;
+    const int size = c->size;
+    const size_t plane = (size_t)size * size;
+    float **buf = c->buf;
+    int h = 0;
+    eng_pool_enter();
+    for (int i0 = 0; i0 < n; i0 += EARLY_IMAGES) {
+        int k = n - i0 < EARLY_IMAGES ? n - i0 : EARLY_IMAGES;
+        /* input CHW per image -> NHWC */
+        for (int i = 0; i < k; i++) {
+            const float *src = in + (size_t)(i0 + i) * 3 * plane;
+            float *dst = buf[0] + (size_t)i * 3 * plane;
+            for (size_t p = 0; p < plane; p++) {
+                dst[3 * p + 0] = src[p];
+                dst[3 * p + 1] = src[plane + p];
+                dst[3 * p + 2] = src[2 * plane + p];
+            }
+        }
+        /* stem: conv 7x7/2 + BN + ReLU, then max pool 3x3/2 */
+        h = eng_out_dim(size, 7, 2, 3);
+        eng_conv_forward(buf[1], buf[0], &m->stem, k, size, size, NULL, true, c->col,
+                         eng_pool_share(c->ntasks));
+        eng_maxpool3x3s2(buf[0], buf[1], k, h, h, m->stem.cout);
+        h = eng_out_dim(h, 3, 2, 1);
+        int x = run_blocks(c, 0, c->late, k, 0, &h);
+        memcpy(buf[HANDOFF] + (size_t)i0 * c->handoff_img, buf[x],
+               sizeof(float) * c->handoff_img * k);
+    }
+    int x = run_blocks(c, c->late, m->total_blocks, n, HANDOFF, &h);
     eng_avgpool(c->pooled, buf[x], n, h * h, m->feat);
     eng_linear(logits, c->pooled, m->fc_w, m->fc_b, n, m->feat, m->info.num_classes);
     eng_pool_leave();
