@@ -15,13 +15,15 @@ REF     := build/ref
 PY      := /usr/bin/python3
 ARCH    ?= resnet50
 PORT    ?= 8080
+FUZZ_SECONDS ?= 60
 
 # Debian packages the build, the tests, the reference (torchvision) and the
 # browser test (chromium) need. Node.js 20 + npm come with the machine image;
 # Debian's npm would conflict with that nodejs, so it is not listed.
 DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libjpeg62-turbo-dev \
             libjansson-dev libopenblas-dev libcurl4-openssl-dev \
-            python3-torch python3-torchvision python3-pil python3-numpy python3-yaml chromium
+            python3-torch python3-torchvision python3-pil python3-numpy python3-yaml chromium \
+            clang libclang-rt-14-dev
 
 ENGINE_SRC := $(filter-out engine/imgclass.c,$(wildcard engine/*.c))
 SERVER_SRC := $(filter-out server/main.c,$(wildcard server/*.c))
@@ -31,7 +33,7 @@ TEST_SRC   := $(wildcard tests/test_*.c)
 TEST_BIN   := $(TEST_SRC:tests/%.c=$(B)/tests/%)
 TEST_SCRIPTS := tests/test_browser.sh tests/test_fetch.py tests/test_deploy.py
 
-.PHONY: all deps test run clean help asan check-deps bench test-browser model test-docker
+.PHONY: all deps test run clean help asan check-deps bench test-browser model test-docker fuzz
 all: $(B)/imgclass $(if $(wildcard server/main.c),$(B)/imgclassd)  ## build the CLI and the server
 
 help:  ## list targets
@@ -87,8 +89,9 @@ $(B)/loadgen: tests/bench/loadgen.c
 bench: check-deps all $(B)/loadgen  ## benchmark vs PyTorch; writes build/bench.json
 	@B=$(B) bash tests/bench/bench.sh
 
-# test_server drives the real binaries.
+# test_server drives the real binaries; test_hostile and test_soak the server.
 $(B)/tests/test_server: $(B)/imgclassd $(B)/imgclass
+$(B)/tests/test_hostile $(B)/tests/test_soak: $(B)/imgclassd
 
 # Reference data from torchvision: seeded random models, images, expected
 # tensors and logits. Regenerated when the generator changes.
@@ -117,6 +120,13 @@ asan:  ## run the tests under ASan + UBSan (build in build/asan)
 	@$(MAKE) --no-print-directory B=build/asan \
 	    OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	    test
+
+# libFuzzer targets (clang -fsanitize=fuzzer,address,undefined, built in
+# build/fuzz): JPEG, multipart, safetensors, request parsing, each for
+# FUZZ_SECONDS from tests/fuzz/corpus/; kept crashers in
+# tests/fuzz/regressions/ are replayed by `make test` (test_fuzz_regressions).
+fuzz: check-deps  ## fuzz every target for FUZZ_SECONDS (default 60) with libFuzzer
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh
 
 # Real ImageNet weights from Hugging Face (timm), verified, with the
 # preprocessing sidecar models/$(ARCH).json. Offline it says what to fetch.

@@ -15,9 +15,16 @@
  *     passes while queued completes with SRV_JOB_EXPIRED (504); the
  *     dispatcher wakes for the earliest deadline, so this happens on time
  *     even when every worker is busy.
- *   - A queued image whose client hung up (poll POLLRDHUP on its socket) is
- *     dropped before inference (SRV_JOB_CANCELLED), checked when a batch is
- *     formed and when the queue is full, so it frees its slot.
+ *   - A queued image whose client hung up is dropped before inference
+ *     (SRV_JOB_CANCELLED), checked when a batch is formed and when the
+ *     queue is full, so it frees its slot. A broken connection (reset,
+ *     error) is always dropped. A FIN alone (POLLRDHUP) is what a closed
+ *     client sends, but also one that only half-closed after sending its
+ *     request and still waits for the answer; the two look the same from
+ *     here. So a FIN drops the image only under pressure: when the queue
+ *     is full or at least half full. Below that the image runs, a
+ *     half-closing client gets its answer, and a closed one costs one slot
+ *     of a batch that had room anyway.
  *   - On stop, images already queued still run (no accepted request lost).
  *
  * Locking: one mutex guards the queue and worker hand-off; job callbacks
@@ -109,22 +116,24 @@ static void done_run(struct srv_job *list) {
     }
 }
 
-/* 1 when the client behind fd has closed its end (or the socket broke).
- * A client that half-closes while waiting looks the same; HTTP clients do
- * not do that. */
-static int client_gone(int fd) {
+/* The client behind fd: 0 connected, 1 it sent FIN (closed, or only
+ * half-closed), 2 the connection is broken (reset, error). */
+static int client_state(int fd) {
     if (fd < 0) return 0;
     struct pollfd pf = {.fd = fd, .events = POLLRDHUP};
     if (poll(&pf, 1, 0) <= 0) return 0;
-    return (pf.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
+    if (pf.revents & (POLLHUP | POLLERR | POLLNVAL)) return 2;
+    return (pf.revents & POLLRDHUP) ? 1 : 0;
 }
 
-/* Moves every queued job whose client is gone to *done. */
-static int sweep_cancelled(struct srv_batcher *b, struct srv_job **done) {
+/* Moves every queued job whose client is gone to *done: broken
+ * connections always, FINs only when drop_fin (queue under pressure). */
+static int sweep_cancelled(struct srv_batcher *b, struct srv_job **done, int drop_fin) {
     int n = 0;
     for (struct srv_job *j = b->head, *next; j; j = next) {
         next = j->next;
-        if (client_gone(j->client_fd)) {
+        int st = client_state(j->client_fd);
+        if (st == 2 || (st == 1 && drop_fin)) {
             q_remove(b, j);
             j->status = SRV_JOB_CANCELLED;
             done_push(done, j);
@@ -194,7 +203,7 @@ static void *dispatcher_main(void *arg) {
         if (b->depth > 0 && b->nidle > 0) {
             int64_t due = b->head->enq_ns + timeout_ns;
             if (b->depth >= b->o.max_batch || now >= due || b->stopping) {
-                sweep_cancelled(b, &done);
+                sweep_cancelled(b, &done, b->depth * 2 >= b->o.queue_limit);
                 struct worker *w = NULL;
                 for (int i = 0; i < b->o.workers && !w; i++)
                     if (b->w[i].n == 0) w = &b->w[i];
@@ -408,7 +417,7 @@ enum srv_submit_status srv_batcher_submit(struct srv_batcher *b, struct srv_job 
     if (b->stopping) {
         rc = SRV_SUBMIT_STOPPED;
     } else {
-        if (b->depth + n > b->o.queue_limit) sweep_cancelled(b, &done);
+        if (b->depth + n > b->o.queue_limit) sweep_cancelled(b, &done, 1);
         if (b->depth + n > b->o.queue_limit) {
             rc = SRV_SUBMIT_FULL;
             if (retry_after_s) *retry_after_s = retry_after(b, n);
@@ -435,7 +444,7 @@ enum srv_submit_status srv_batcher_has_room(struct srv_batcher *b, int n, int *r
     if (b->stopping) {
         rc = SRV_SUBMIT_STOPPED;
     } else {
-        if (b->depth + n > b->o.queue_limit) sweep_cancelled(b, &done);
+        if (b->depth + n > b->o.queue_limit) sweep_cancelled(b, &done, 1);
         if (b->depth + n > b->o.queue_limit) {
             rc = SRV_SUBMIT_FULL;
             if (retry_after_s) *retry_after_s = retry_after(b, n);

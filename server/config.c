@@ -70,6 +70,11 @@ static const struct opt opts[] = {
     {"access-log", OPT_ONOFF, F(access_log), 0, 0, "on|off", "one log line per request"},
     {"conn-timeout-s", OPT_INT, F(conn_timeout_s), 0, 86400, "S",
      "close a connection idle this long (0 = never)"},
+    {"request-read-timeout-s", OPT_INT, F(request_read_timeout_s), 0, 86400, "S",
+     "cut a connection whose request (headers and body) takes longer than this to arrive, "
+     "counted from the connection's start or its previous answer (0 = never)"},
+    {"max-inflight-bytes", OPT_I64, F(max_inflight_bytes), 1, (int64_t)1 << 40, "BYTES",
+     "request bodies buffered at once over all connections (503 beyond)"},
     {"max-connections", OPT_INT, F(max_connections), 1, 1000000, "N",
      "open connections; more are refused"},
     {"max-connections-per-ip", OPT_INT, F(max_connections_per_ip), 0, 1000000, "N",
@@ -101,6 +106,8 @@ void srv_config_default(struct srv_config *c) {
     c->log_format = SRV_LOG_TEXT;
     c->access_log = 1;
     c->conn_timeout_s = 30;
+    c->request_read_timeout_s = 60;
+    c->max_inflight_bytes = (int64_t)256 << 20;
     c->max_connections = 1000;
     c->max_connections_per_ip = 0;
 }

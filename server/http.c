@@ -42,6 +42,23 @@
 /* Types                                                                    */
 /* ------------------------------------------------------------------------ */
 
+/* One per connection (libmicrohttpd's socket_context), from
+ * MHD_CONNECTION_NOTIFY_STARTED to MHD_CONNECTION_NOTIFY_CLOSED, for the
+ * request read deadline. libmicrohttpd's --conn-timeout-s is an idle
+ * timeout, reset by every byte, so a client sending one byte a second
+ * would hold its connection (and its buffers) forever; the reaper thread
+ * cuts any connection whose current request has been arriving for longer
+ * than --request-read-timeout-s. The clock of a request starts when the
+ * connection opens or the previous answer on it completed (keep-alive);
+ * it stops once the whole body is in or an answer is queued. */
+struct conn_track {
+    struct conn_track *prev, *next; /* guarded by srv_http.conn_mu */
+    int fd;                         /* valid until NOTIFY_CLOSED (closed after it) */
+    _Atomic int64_t read_start_ns;
+    _Atomic int reading; /* 1 while a request is being received */
+    _Atomic int cut;     /* the reaper shut the socket down */
+};
+
 struct srv_http {
     const struct srv_config *cfg;
     struct MHD_Daemon *d;
@@ -64,6 +81,16 @@ struct srv_http {
 
     uint64_t id_seed;
     _Atomic uint64_t id_counter;
+
+    /* --max-inflight-bytes: bytes reserved by every body being received. */
+    _Atomic int64_t body_bytes;
+
+    /* --request-read-timeout-s: the connections and their reaper. */
+    pthread_mutex_t conn_mu;
+    pthread_cond_t reaper_cv;
+    struct conn_track *conns;
+    pthread_t reaper;
+    int reaper_started, reaper_stop; /* guarded by conn_mu */
 };
 
 struct srv_req;
@@ -82,6 +109,7 @@ struct img {
 struct srv_req {
     struct srv_http *h;
     struct MHD_Connection *conn;
+    struct conn_track *track; /* NULL if the connection is untracked (OOM) */
     enum srv_route route;
     int64_t t0;
     char id[80];
@@ -94,6 +122,9 @@ struct srv_req {
     size_t len, cap;
     uint64_t received;
     int too_large;
+    int over_budget; /* --max-inflight-bytes reached: answer 503 */
+    size_t reserved; /* bytes of the budget this request holds */
+    uint64_t expect; /* Content-Length, 0 when absent (chunked) */
     int multipart;
     char boundary[SRV_MP_MAX_BOUNDARY + 1];
     int topk;
@@ -173,6 +204,53 @@ static uint64_t splitmix64(uint64_t x) {
     return x ^ (x >> 31);
 }
 
+/* Takes n bytes from the --max-inflight-bytes budget; -1 when that would
+ * exceed it (nothing taken). Lock-free, thread-safe. */
+static int budget_take(struct srv_http *h, size_t n) {
+    int64_t cur = atomic_load(&h->body_bytes);
+    do {
+        if (cur + (int64_t)n > h->cfg->max_inflight_bytes) return -1;
+    } while (!atomic_compare_exchange_weak(&h->body_bytes, &cur, cur + (int64_t)n));
+    return 0;
+}
+
+/* Returns everything r holds of the budget. */
+static void budget_release(struct srv_req *r) {
+    if (r->reserved) atomic_fetch_sub(&r->h->body_bytes, (int64_t)r->reserved);
+    r->reserved = 0;
+}
+
+/* The request has been read (or answered): its read deadline stops. */
+static void track_read_done(struct srv_req *r) {
+    if (r->track) atomic_store(&r->track->reading, 0);
+}
+
+static int hexval(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+size_t srv_url_unescape(char *s) {
+    char *w = s;
+    for (const char *p = s; *p;) {
+        int hi, lo;
+        if (p[0] == '%' && (hi = hexval(p[1])) >= 0 && (lo = hexval(p[2])) >= 0 && (hi | lo)) {
+            *w++ = (char)(hi * 16 + lo);
+            p += 3;
+        } else {
+            *w++ = *p++;
+        }
+    }
+    *w = 0;
+    return (size_t)(w - s);
+}
+
+static size_t on_unescape(void *cls, struct MHD_Connection *c, char *s) {
+    return srv_url_unescape(s);
+}
+
 int srv_request_id_ok(const char *s) {
     size_t n = 0;
     for (; s[n]; n++) {
@@ -210,6 +288,7 @@ static void add_common_headers(struct srv_req *r, struct MHD_Response *resp, int
 static enum MHD_Result queue(struct srv_req *r, int status, struct MHD_Response *resp,
                              uint64_t bytes) {
     if (!resp) return MHD_NO;
+    track_read_done(r);
     r->status = status;
     r->bytes = bytes;
     enum MHD_Result q = MHD_queue_response(r->conn, (unsigned)status, resp);
@@ -311,6 +390,7 @@ static enum MHD_Result handle_metrics(struct srv_req *r) {
     struct srv_metrics_gauges g = {0};
     int ready = atomic_load_explicit(&h->ready, memory_order_acquire);
     g.inflight_requests = atomic_load(&h->inflight);
+    g.inflight_body_bytes = atomic_load(&h->body_bytes);
     g.draining = atomic_load(&h->draining);
     g.ready = ready && !g.draining;
     if (ready) {
@@ -393,6 +473,9 @@ static enum MHD_Result handle_models(struct srv_req *r) {
     json_object_set_new(limits, "max_body_bytes", json_integer(c->max_body_bytes));
     json_object_set_new(limits, "max_pixels", json_integer(c->max_pixels));
     json_object_set_new(limits, "max_files", json_integer(c->max_files));
+    json_object_set_new(limits, "max_inflight_bytes", json_integer(c->max_inflight_bytes));
+    json_object_set_new(limits, "request_read_timeout_s", json_integer(c->request_read_timeout_s));
+    json_object_set_new(limits, "conn_timeout_s", json_integer(c->conn_timeout_s));
     json_object_set_new(m, "limits", limits);
     json_t *arr = json_array();
     json_array_append_new(arr, m);
@@ -742,6 +825,10 @@ static enum MHD_Result classify_body(struct srv_req *r) {
         return send_error(r, 413, "body_too_large",
                           "the request body exceeds --max-body-bytes (%lld bytes)",
                           (long long)c->max_body_bytes);
+    if (r->over_budget)
+        return send_503_retry(r, "server_busy", 1,
+                              "too many request bodies are being received at once "
+                              "(--max-inflight-bytes); retry later");
     if (r->len == 0) return send_error(r, 400, "empty_body", "the request body is empty");
 
     /* Split into images. */
@@ -795,6 +882,7 @@ static enum MHD_Result classify_body(struct srv_req *r) {
     free(r->body);
     r->body = NULL;
     r->cap = 0;
+    budget_release(r);
 
     if (!r->multi && r->imgs[0].status) {
         struct img *im = &r->imgs[0];
@@ -877,6 +965,7 @@ static enum MHD_Result classify_start(struct srv_req *r) {
             return send_error(r, 413, "body_too_large",
                               "the request body (%llu bytes) exceeds --max-body-bytes (%lld)", n,
                               (long long)c->max_body_bytes);
+        if (errno == 0 && end != cl) r->expect = n;
     }
 
     const char *ct =
@@ -896,6 +985,17 @@ static enum MHD_Result classify_start(struct srv_req *r) {
     int retry = 1;
     switch (srv_batcher_has_room(h->batcher, 1, &retry)) {
     case SRV_SUBMIT_OK:
+        /* A body of known size takes its whole share of the memory budget
+         * now, so an over-budget request is refused before it is read. */
+        if (r->expect) {
+            if (budget_take(h, (size_t)r->expect) != 0) {
+                srv_metrics_budget_rejected();
+                return send_503_retry(r, "server_busy", 1,
+                                      "too many request bodies are being received at once "
+                                      "(--max-inflight-bytes); retry later");
+            }
+            r->reserved = (size_t)r->expect;
+        }
         return MHD_YES;
     case SRV_SUBMIT_FULL:
         srv_metrics_rejected(1);
@@ -911,7 +1011,7 @@ static enum MHD_Result classify_start(struct srv_req *r) {
 static enum MHD_Result classify_data(struct srv_req *r, const char *data, size_t n) {
     const struct srv_config *c = r->h->cfg;
     r->received += n;
-    if (r->too_large) {
+    if (r->too_large || r->over_budget) {
         uint64_t slack = (uint64_t)c->max_body_bytes + (1u << 20);
         return r->received > (uint64_t)c->max_body_bytes + slack ? MHD_NO : MHD_YES;
     }
@@ -920,13 +1020,32 @@ static enum MHD_Result classify_data(struct srv_req *r, const char *data, size_t
         free(r->body);
         r->body = NULL;
         r->len = r->cap = 0;
+        budget_release(r);
         return MHD_YES;
     }
     if (r->len + n > r->cap) {
-        size_t ncap = r->cap ? r->cap : 64 * 1024;
-        while (ncap < r->len + n)
-            ncap *= 2;
+        size_t ncap;
+        if (r->expect >= r->len + n) {
+            ncap = (size_t)r->expect; /* known size: one allocation */
+        } else {
+            ncap = r->cap ? r->cap : 64 * 1024;
+            while (ncap < r->len + n)
+                ncap *= 2;
+        }
         if (ncap > (size_t)c->max_body_bytes) ncap = (size_t)c->max_body_bytes;
+        /* Chunked bodies take their share of the budget as they grow. */
+        if (ncap > r->reserved) {
+            if (budget_take(r->h, ncap - r->reserved) != 0) {
+                r->over_budget = 1;
+                srv_metrics_budget_rejected();
+                free(r->body);
+                r->body = NULL;
+                r->len = r->cap = 0;
+                budget_release(r);
+                return MHD_YES;
+            }
+            r->reserved = ncap;
+        }
         unsigned char *nb = realloc(r->body, ncap);
         if (!nb) return MHD_NO;
         r->body = nb;
@@ -949,6 +1068,9 @@ static struct srv_req *req_new(struct srv_http *h, struct MHD_Connection *conn, 
     r->conn = conn;
     r->t0 = srv_now_ns();
     pthread_mutex_init(&r->mu, NULL);
+    const union MHD_ConnectionInfo *sc =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    r->track = sc ? sc->socket_context : NULL;
     srv_utf8_sanitize(r->method, sizeof r->method, method, strlen(method));
     srv_utf8_sanitize(r->path, sizeof r->path, url, strlen(url));
     const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
@@ -974,6 +1096,7 @@ static struct srv_req *req_new(struct srv_http *h, struct MHD_Connection *conn, 
 }
 
 static void req_free(struct srv_req *r) {
+    budget_release(r);
     free(r->body);
     free(r->imgs);
     free(r->tensors);
@@ -1048,6 +1171,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->route = route_of(url);
         return first_call(r, method);
     }
+    if (*upload_data_size == 0) track_read_done(r); /* the whole request is in */
     if (r->status) { /* answered already; ignore whatever else arrives */
         *upload_data_size = 0;
         return MHD_YES;
@@ -1076,8 +1200,18 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (!r) return;
     *req_cls = NULL;
     double dur = (srv_now_ns() - r->t0) * 1e-9;
-    /* 499: the client went away before an answer was queued (nginx's code). */
+    /* 499: the client went away before an answer was queued (nginx's code);
+     * 408: the reaper cut it for reading too slowly. */
     int status = r->status ? r->status : 499;
+    if (r->track) {
+        if (atomic_load(&r->track->cut)) {
+            if (!r->status) status = 408;
+        } else {
+            /* Keep-alive: the next request's clock starts now. */
+            atomic_store(&r->track->read_start_ns, srv_now_ns());
+            atomic_store(&r->track->reading, 1);
+        }
+    }
     srv_metrics_request(r->route, status, dur);
     if (h->cfg->access_log) {
         struct srv_access a = {
@@ -1097,13 +1231,131 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     atomic_fetch_sub(&h->inflight, 1);
 }
 
+/* libmicrohttpd logs a line per refused connection; thousands of hostile
+ * connections must not flood the log, so at most 20 lines per second pass
+ * and the rest are counted and summarised. */
 static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static int64_t window;
+    static int lines;
+    static unsigned long suppressed;
+    int64_t sec = srv_now_ns() / 1000000000;
+    unsigned long dropped = 0;
+    pthread_mutex_lock(&mu);
+    if (sec != window) {
+        window = sec;
+        lines = 0;
+    }
+    int pass = lines < 20;
+    if (pass) {
+        lines++;
+        dropped = suppressed;
+        suppressed = 0;
+    } else {
+        suppressed++;
+    }
+    pthread_mutex_unlock(&mu);
+    if (!pass) return;
+    if (dropped) srv_log("warn", "libmicrohttpd: %lu similar messages suppressed", dropped);
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = 0;
     srv_log("warn", "libmicrohttpd: %s", msg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Connections and the read-deadline reaper                                 */
+/* ------------------------------------------------------------------------ */
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+    struct srv_http *h = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        struct conn_track *t = calloc(1, sizeof *t);
+        if (!t) return; /* untracked: only the idle timeout applies */
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        t->fd = ci ? ci->connect_fd : -1;
+        atomic_store(&t->read_start_ns, srv_now_ns());
+        atomic_store(&t->reading, 1);
+        pthread_mutex_lock(&h->conn_mu);
+        t->next = h->conns;
+        if (h->conns) h->conns->prev = t;
+        h->conns = t;
+        pthread_mutex_unlock(&h->conn_mu);
+        *socket_context = t;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        /* libmicrohttpd closes the socket only after this returns, and the
+         * reaper touches fds only under conn_mu, so it never shuts down a
+         * descriptor that has been closed and reused. */
+        struct conn_track *t = *socket_context;
+        if (!t) return;
+        pthread_mutex_lock(&h->conn_mu);
+        if (t->prev)
+            t->prev->next = t->next;
+        else
+            h->conns = t->next;
+        if (t->next) t->next->prev = t->prev;
+        pthread_mutex_unlock(&h->conn_mu);
+        free(t);
+        *socket_context = NULL;
+    }
+}
+
+/* Every 250 ms: shut down the socket of each connection whose request has
+ * been arriving for longer than --request-read-timeout-s. libmicrohttpd's
+ * thread then sees the end of the stream and closes the connection itself
+ * (and its request-completed callback logs 408), so no libmicrohttpd
+ * state is touched from this thread. The client just sees the connection
+ * close, as nginx's client_header_timeout does. */
+static void *reaper_main(void *arg) {
+    struct srv_http *h = arg;
+    int64_t limit = (int64_t)h->cfg->request_read_timeout_s * 1000000000;
+    pthread_mutex_lock(&h->conn_mu);
+    while (!h->reaper_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 250 * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&h->reaper_cv, &h->conn_mu, &ts);
+        int64_t now = srv_now_ns();
+        for (struct conn_track *t = h->conns; t; t = t->next) {
+            if (t->fd < 0 || !atomic_load(&t->reading) || atomic_load(&t->cut)) continue;
+            if (now - atomic_load(&t->read_start_ns) <= limit) continue;
+            atomic_store(&t->cut, 1);
+            shutdown(t->fd, SHUT_RDWR);
+            srv_metrics_read_timeout();
+        }
+    }
+    pthread_mutex_unlock(&h->conn_mu);
+    return NULL;
+}
+
+static int reaper_start(struct srv_http *h) {
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&h->reaper_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (h->cfg->request_read_timeout_s <= 0) return 0;
+    if (pthread_create(&h->reaper, NULL, reaper_main, h) != 0) return -1;
+    h->reaper_started = 1;
+    return 0;
+}
+
+static void reaper_stop(struct srv_http *h) {
+    if (!h->reaper_started) return;
+    pthread_mutex_lock(&h->conn_mu);
+    h->reaper_stop = 1;
+    pthread_cond_signal(&h->reaper_cv);
+    pthread_mutex_unlock(&h->conn_mu);
+    pthread_join(h->reaper, NULL);
+    h->reaper_started = 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1118,6 +1370,14 @@ int srv_http_start(const struct srv_config *cfg, struct srv_http **out, char *er
         return -1;
     }
     h->cfg = cfg;
+    pthread_mutex_init(&h->conn_mu, NULL);
+    if (reaper_start(h) != 0) {
+        snprintf(err, errlen, "cannot start the connection reaper thread");
+        pthread_cond_destroy(&h->reaper_cv);
+        pthread_mutex_destroy(&h->conn_mu);
+        free(h);
+        return -1;
+    }
     eng_image_limits_default(&h->lim);
     h->lim.max_pixels = cfg->max_pixels;
     if (getrandom(&h->id_seed, sizeof h->id_seed, GRND_NONBLOCK) != sizeof h->id_seed)
@@ -1149,15 +1409,17 @@ int srv_http_start(const struct srv_config *cfg, struct srv_http **out, char *er
         flags |= MHD_USE_IPv6;
     } else {
         snprintf(err, errlen, "--bind: not an IPv4 or IPv6 address: %s", cfg->bind);
-        free(h);
+        srv_http_free(h);
         return -1;
     }
 
-    struct MHD_OptionItem opts[12];
+    struct MHD_OptionItem opts[16];
     int n = 0;
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, sa};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, h};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)on_unescape, h};
     opts[n++] =
         (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->max_connections, NULL};
     opts[n++] =
@@ -1176,7 +1438,7 @@ int srv_http_start(const struct srv_config *cfg, struct srv_http **out, char *er
     if (!h->d) {
         snprintf(err, errlen, "cannot listen on %s port %d (in use, or not permitted?)", cfg->bind,
                  cfg->port);
-        free(h);
+        srv_http_free(h);
         return -1;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
@@ -1241,7 +1503,16 @@ int srv_http_wait_idle(struct srv_http *h, int timeout_ms) {
 
 void srv_http_free(struct srv_http *h) {
     if (!h) return;
+    reaper_stop(h);
     if (h->d) MHD_stop_daemon(h->d);
+    /* Every connection's NOTIFY_CLOSED has run; free any left over. */
+    while (h->conns) {
+        struct conn_track *t = h->conns;
+        h->conns = t->next;
+        free(t);
+    }
+    pthread_cond_destroy(&h->reaper_cv);
+    pthread_mutex_destroy(&h->conn_mu);
     free(h);
 }
 

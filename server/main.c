@@ -143,9 +143,12 @@ int main(int argc, char **argv) {
     }
     srv_http_quiesce(http);
     srv_log("info", "stopped accepting connections; finishing requests in progress");
-    int wait_ms = (cfg.request_timeout_ms > cfg.conn_timeout_s * 1000 ? cfg.request_timeout_ms
-                                                                      : cfg.conn_timeout_s * 1000) +
-                  5000;
+    /* A request still arriving is cut by --request-read-timeout-s (or the
+     * idle timeout); one in the queue ends by --request-timeout-ms. */
+    int wait_ms = cfg.request_timeout_ms;
+    if (cfg.conn_timeout_s * 1000 > wait_ms) wait_ms = cfg.conn_timeout_s * 1000;
+    if (cfg.request_read_timeout_s * 1000 > wait_ms) wait_ms = cfg.request_read_timeout_s * 1000;
+    wait_ms += 5000;
     int left = srv_http_wait_idle(http, wait_ms);
     if (left)
         srv_log("warn", "%d requests still in progress after %d ms; closing them", left, wait_ms);

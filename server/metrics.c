@@ -30,7 +30,7 @@ struct hist {
 
 static struct {
     _Atomic uint64_t requests[SRV_ROUTE_COUNT][MAX_CODE];
-    _Atomic uint64_t images, rejected, expired, cancelled;
+    _Atomic uint64_t images, rejected, expired, cancelled, read_timeouts, budget_rejected;
     struct hist request_duration, queue_wait, decode, inference, batch_size;
     double start_time; /* unix seconds */
 } reg = {
@@ -90,6 +90,8 @@ void srv_metrics_reset(void) {
     atomic_store(&reg.rejected, 0);
     atomic_store(&reg.expired, 0);
     atomic_store(&reg.cancelled, 0);
+    atomic_store(&reg.read_timeouts, 0);
+    atomic_store(&reg.budget_rejected, 0);
     hist_reset(&reg.request_duration);
     hist_reset(&reg.queue_wait);
     hist_reset(&reg.decode);
@@ -132,6 +134,14 @@ void srv_metrics_expired(int n) {
 
 void srv_metrics_cancelled(int n) {
     atomic_fetch_add(&reg.cancelled, (uint64_t)n);
+}
+
+void srv_metrics_read_timeout(void) {
+    atomic_fetch_add(&reg.read_timeouts, 1);
+}
+
+void srv_metrics_budget_rejected(void) {
+    atomic_fetch_add(&reg.budget_rejected, 1);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -314,6 +324,16 @@ char *srv_metrics_render(const struct srv_metrics_gauges *g, size_t *len) {
     out_counter(&o, "imgclassd_cancelled_total",
                 "Queued images dropped because their client disconnected.",
                 atomic_load(&reg.cancelled));
+    out_counter(&o, "imgclassd_request_read_timeouts_total",
+                "Connections cut because a request's headers and body took longer than "
+                "--request-read-timeout-s.",
+                atomic_load(&reg.read_timeouts));
+    out_counter(&o, "imgclassd_body_budget_rejections_total",
+                "Requests refused with 503 because buffered bodies reached --max-inflight-bytes.",
+                atomic_load(&reg.budget_rejected));
+    out_gauge(&o, "imgclassd_inflight_body_bytes",
+              "Bytes reserved for request bodies being received (bounded by --max-inflight-bytes).",
+              g->inflight_body_bytes);
     out_gauge(&o, "imgclassd_queue_depth", "Images waiting for a worker.", g->queue_depth);
     out_gauge(&o, "imgclassd_inflight_requests", "HTTP requests being processed.",
               g->inflight_requests);

@@ -55,6 +55,8 @@ struct srv_config {
     enum srv_log_format log_format; /* --log-format text|json */
     int access_log;                 /* --access-log: 0 disables the per-request line */
     int conn_timeout_s;             /* --conn-timeout-s: idle connection timeout */
+    int request_read_timeout_s;     /* --request-read-timeout-s: headers + body, total */
+    int64_t max_inflight_bytes;     /* --max-inflight-bytes: all bodies being received */
     int max_connections;            /* --max-connections */
     int max_connections_per_ip;     /* --max-connections-per-ip: 0 = no limit */
     int healthcheck;                /* --healthcheck: probe /healthz and exit */
@@ -144,16 +146,19 @@ void srv_metrics_request(enum srv_route route, int code, double duration_s);
 void srv_metrics_queue_wait(double seconds);
 void srv_metrics_decode(double seconds);
 void srv_metrics_batch(int size, double inference_s);
-void srv_metrics_images(int n);    /* images classified successfully */
-void srv_metrics_rejected(int n);  /* images refused with 503 queue full */
-void srv_metrics_expired(int n);   /* images whose deadline passed (504) */
-void srv_metrics_cancelled(int n); /* images dropped: client went away */
+void srv_metrics_images(int n);         /* images classified successfully */
+void srv_metrics_rejected(int n);       /* images refused with 503 queue full */
+void srv_metrics_expired(int n);        /* images whose deadline passed (504) */
+void srv_metrics_cancelled(int n);      /* images dropped: client went away */
+void srv_metrics_read_timeout(void);    /* a connection cut by --request-read-timeout-s */
+void srv_metrics_budget_rejected(void); /* a request refused by --max-inflight-bytes */
 
 /* Values that are read at scrape time rather than counted. */
 struct srv_metrics_gauges {
     int queue_depth;
     int inflight_requests;
-    int ready; /* 1 when /readyz answers 200 */
+    int64_t inflight_body_bytes; /* reserved for bodies being received */
+    int ready;                   /* 1 when /readyz answers 200 */
     int draining;
     const char *arch; /* NULL before the model is loaded */
     int classes;
@@ -327,6 +332,12 @@ void srv_http_free(struct srv_http *h);
 /* topk from the query: v[0..n) must be decimal digits only with a value in
  * 1..classes (no sign, spaces, exponent). Returns 0 and *out, or -1. */
 int srv_parse_topk(const char *v, size_t n, int classes, int *out);
+
+/* Decodes %XX escapes in s in place (libmicrohttpd's unescape, used for
+ * the path and the query) except %00, which stays as the three
+ * characters: a NUL would cut the string short, so "/a/%00/b" would be
+ * served as "/a/". Returns the new length. */
+size_t srv_url_unescape(char *s);
 
 /* 1 when a client's X-Request-Id may be echoed: 1..64 characters of
  * [A-Za-z0-9._:/+=-]. */
