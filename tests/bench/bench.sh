@@ -25,8 +25,21 @@ images=()
 if [ -d "$IMAGES_DIR" ]; then
     images=("$IMAGES_DIR"/*.JPEG)
 else
-    echo "bench: $IMAGES_DIR is absent: the server load uses synthetic JPEGs from build/ref" >&2
-    images=("${IMGCLASS_REF:-build/ref}"/images/*.jpg)
+    # a clean clone without ../shared: photo-sized synthetic JPEGs instead
+    echo "bench: $IMAGES_DIR is absent: the server load uses synthetic JPEGs" >&2
+    mkdir -p "$B/bench-images"
+    "$PY" - "$B/bench-images" <<'PYEOF'
+import sys, numpy as np
+from PIL import Image
+rng = np.random.default_rng(0)
+for i in range(8):
+    h, w = 375 + 25 * (i % 3), 500
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.stack([(x * (i + 1)) % 256, (y * 3 + 40 * i) % 256, ((x + y) // 2) % 256], -1)
+    img = (img + rng.normal(0, 12, img.shape)).clip(0, 255).astype(np.uint8)
+    Image.fromarray(img).save(f"{sys.argv[1]}/synth{i}.jpg", quality=90)
+PYEOF
+    images=("$B"/bench-images/*.jpg)
 fi
 
 # run_env VARIANT CMD...: CMD with the variant's OpenBLAS environment.
