@@ -649,4 +649,35 @@ __attribute__((unused)) static int find_paths(const char *argv0) {
     return 0;
 }
 
+/* Runs a case with an alarm guard of secs seconds. */
+#define RUN_T(fn, secs)                                                                            \
+    do {                                                                                           \
+        g_case = #fn + 5;                                                                          \
+        alarm(secs);                                                                               \
+        RUN(fn);                                                                                   \
+        alarm(0);                                                                                  \
+    } while (0)
+
+/* The start of every server suite's main(): signals, line-buffered output,
+ * the binaries' paths, a scratch directory with a static tree (removed at
+ * exit, with any child still running), libcurl. t_suite must be set.
+ * Returns 0, or -1 after printing a FAIL <suite>.setup line. */
+__attribute__((unused)) static int harness_init(const char *argv0) {
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGALRM, on_alarm);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (find_paths(argv0) != 0 || access(g_server, X_OK) != 0) {
+        printf("FAIL %s.setup: %s is not built\n", t_suite, g_server[0] ? g_server : "imgclassd");
+        return -1;
+    }
+    snprintf(g_tmp, sizeof g_tmp, "/tmp/imgclassd-%s-XXXXXX", t_suite);
+    if (!mkdtemp(g_tmp) || setup_static() != 0) {
+        printf("FAIL %s.setup: cannot create a scratch directory\n", t_suite);
+        return -1;
+    }
+    atexit(cleanup);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    return 0;
+}
+
 #endif

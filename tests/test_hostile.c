@@ -1086,37 +1086,16 @@ static void test_sigterm_hostile_mix(void) {
 /* Main                                                                     */
 /* ------------------------------------------------------------------------ */
 
-#define RUN_T(fn, secs)                                                                            \
-    do {                                                                                           \
-        g_case = #fn + 5;                                                                          \
-        alarm(secs);                                                                               \
-        RUN(fn);                                                                                   \
-        alarm(0);                                                                                  \
-    } while (0)
-
 int main(int argc, char **argv) {
     (void)argc;
     t_suite = "hostile";
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGALRM, on_alarm);
-    setvbuf(stdout, NULL, _IOLBF, 0);
     /* Thousands of client sockets. */
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
-    if (find_paths(argv[0]) != 0 || access(g_server, X_OK) != 0) {
-        printf("FAIL hostile.setup: %s is not built\n", g_server[0] ? g_server : "imgclassd");
-        return 1;
-    }
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/imgclassd-hostile-XXXXXX");
-    if (!mkdtemp(g_tmp) || setup_static() != 0) {
-        printf("FAIL hostile.setup: cannot create a scratch directory\n");
-        return 1;
-    }
-    atexit(cleanup);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (harness_init(argv[0]) != 0) return 1;
     g_jpeg = gen_jpeg(320, 240, 5, 0, &g_jpeg_len);
     char why[512];
     g_case = "setup";

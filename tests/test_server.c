@@ -1440,36 +1440,17 @@ static void test_resnet50(void) {
 /* Setup                                                                    */
 /* ------------------------------------------------------------------------ */
 
+/* Stops the shared server cleanly before the harness's cleanup (atexit
+ * runs this first) kills stragglers and removes the scratch directory. */
 static void suite_cleanup(void) {
     if (g_srv.pid > 0) server_stop(&g_srv);
-    if (g_tmp[0] && !getenv("IMGCLASSD_TEST_KEEP")) nftw(g_tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
-
-#define RUN_T(fn, secs)                                                                            \
-    do {                                                                                           \
-        g_case = #fn + 5;                                                                          \
-        alarm(secs);                                                                               \
-        RUN(fn);                                                                                   \
-        alarm(0);                                                                                  \
-    } while (0)
 
 int main(int argc, char **argv) {
     (void)argc;
     t_suite = "server";
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGALRM, on_alarm);
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    if (find_paths(argv[0]) != 0 || access(g_server, X_OK) != 0) {
-        printf("FAIL server.setup: %s is not built\n", g_server[0] ? g_server : "imgclassd");
-        return 1;
-    }
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/imgclassd-test-XXXXXX");
-    if (!mkdtemp(g_tmp) || setup_static() != 0) {
-        printf("FAIL server.setup: cannot create a scratch directory\n");
-        return 1;
-    }
+    if (harness_init(argv[0]) != 0) return 1;
     atexit(suite_cleanup);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     char why[512];
     g_case = "setup";
     alarm(600);

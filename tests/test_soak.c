@@ -252,20 +252,7 @@ static void test_soak(void) {
 int main(int argc, char **argv) {
     (void)argc;
     t_suite = "soak";
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGALRM, on_alarm);
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    if (find_paths(argv[0]) != 0 || access(g_server, X_OK) != 0) {
-        printf("FAIL soak.setup: %s is not built\n", g_server[0] ? g_server : "imgclassd");
-        return 1;
-    }
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/imgclassd-soak-XXXXXX");
-    if (!mkdtemp(g_tmp) || setup_static() != 0) {
-        printf("FAIL soak.setup: cannot create a scratch directory\n");
-        return 1;
-    }
-    atexit(cleanup);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (harness_init(argv[0]) != 0) return 1;
     static const int dims[4][2] = {{320, 240}, {500, 375}, {224, 224}, {97, 131}};
     for (int i = 0; i < 4; i++)
         g_jpegs[i] = gen_jpeg(dims[i][0], dims[i][1], (unsigned)i + 1, 0, &g_lens[i]);
