@@ -400,6 +400,9 @@ static enum MHD_Result handle_metrics(struct srv_req *r) {
         g.weights = h->info->source;
         g.workers = h->cfg->workers;
         g.max_batch = h->cfg->max_batch;
+        g.http_threads = h->cfg->http_threads;
+        g.engine_threads = h->engine_threads;
+        g.cpus = srv_cpu_count();
     }
     size_t len;
     char *text = srv_metrics_render(&g, &len);

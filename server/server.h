@@ -164,6 +164,7 @@ struct srv_metrics_gauges {
     int classes;
     const char *weights;
     int workers, max_batch;
+    int http_threads, engine_threads, cpus; /* the thread sizing, as /v1/models shows it */
 };
 
 /* Renders the exposition (text format 0.0.4). Returns a malloc'd,

@@ -792,6 +792,11 @@ static void test_metrics_endpoint(void) {
     CHECK(metric_value(r.body, "imgclassd_requests_total{route=\"/classify\",code=\"200\"}") >= 1);
     CHECK(metric_value(r.body, "imgclassd_requests_total{route=\"other\",code=\"404\"}") >= 1);
     CHECK(metric_value(r.body, "imgclassd_images_total") >= 1);
+    /* the thread sizing follows the CPUs the process may use */
+    double cpus = metric_value(r.body, "imgclassd_cpus");
+    CHECK(cpus >= 1 && metric_value(r.body, "imgclassd_engine_threads") >= 1 &&
+              metric_value(r.body, "imgclassd_http_threads") >= 1,
+          "cpus %g", cpus);
     CHECK(metric_value(r.body, "process_resident_memory_bytes") > 1e6);
     double start = metric_value(r.body, "process_start_time_seconds");
     CHECK(fabs(start - (double)time(NULL)) < 3600, "start time %f", start);
