@@ -409,27 +409,30 @@ nomem:
     return ENG_ERR_NOMEM;
 }
 
+/* Whether n more images fit, with b->mu held: when the queue looks full,
+ * requests whose clients hung up are swept out first (onto *done). */
+static enum srv_submit_status room_locked(struct srv_batcher *b, int n, struct srv_job **done,
+                                          int *retry_after_s) {
+    if (b->stopping) return SRV_SUBMIT_STOPPED;
+    if (b->depth + n > b->o.queue_limit) sweep_cancelled(b, done, 1);
+    if (b->depth + n <= b->o.queue_limit) return SRV_SUBMIT_OK;
+    if (retry_after_s) *retry_after_s = retry_after(b, n);
+    return SRV_SUBMIT_FULL;
+}
+
 enum srv_submit_status srv_batcher_submit(struct srv_batcher *b, struct srv_job **jobs, int n,
                                           int *retry_after_s) {
     struct srv_job *done = NULL;
-    enum srv_submit_status rc = SRV_SUBMIT_OK;
     pthread_mutex_lock(&b->mu);
-    if (b->stopping) {
-        rc = SRV_SUBMIT_STOPPED;
-    } else {
-        if (b->depth + n > b->o.queue_limit) sweep_cancelled(b, &done, 1);
-        if (b->depth + n > b->o.queue_limit) {
-            rc = SRV_SUBMIT_FULL;
-            if (retry_after_s) *retry_after_s = retry_after(b, n);
-        } else {
-            int64_t now = srv_now_ns();
-            for (int i = 0; i < n; i++) {
-                jobs[i]->status = SRV_JOB_PENDING;
-                jobs[i]->enq_ns = now;
-                q_push(b, jobs[i]);
-            }
-            pthread_cond_signal(&b->cond);
+    enum srv_submit_status rc = room_locked(b, n, &done, retry_after_s);
+    if (rc == SRV_SUBMIT_OK) {
+        int64_t now = srv_now_ns();
+        for (int i = 0; i < n; i++) {
+            jobs[i]->status = SRV_JOB_PENDING;
+            jobs[i]->enq_ns = now;
+            q_push(b, jobs[i]);
         }
+        pthread_cond_signal(&b->cond);
     }
     pthread_mutex_unlock(&b->mu);
     if (rc == SRV_SUBMIT_FULL) srv_metrics_rejected(n);
@@ -439,17 +442,8 @@ enum srv_submit_status srv_batcher_submit(struct srv_batcher *b, struct srv_job 
 
 enum srv_submit_status srv_batcher_has_room(struct srv_batcher *b, int n, int *retry_after_s) {
     struct srv_job *done = NULL;
-    enum srv_submit_status rc = SRV_SUBMIT_OK;
     pthread_mutex_lock(&b->mu);
-    if (b->stopping) {
-        rc = SRV_SUBMIT_STOPPED;
-    } else {
-        if (b->depth + n > b->o.queue_limit) sweep_cancelled(b, &done, 1);
-        if (b->depth + n > b->o.queue_limit) {
-            rc = SRV_SUBMIT_FULL;
-            if (retry_after_s) *retry_after_s = retry_after(b, n);
-        }
-    }
+    enum srv_submit_status rc = room_locked(b, n, &done, retry_after_s);
     pthread_mutex_unlock(&b->mu);
     done_run(done);
     return rc;
