@@ -52,6 +52,10 @@ $(B)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# The AVX-512 kernel file alone may use AVX-512; it runs only when cpuid
+# says the CPU has it.
+$(B)/engine/conv_avx512.o: CFLAGS += -mavx512f -mfma
+
 # The ImageNet class names are compiled in, so a binary runs with no data files.
 $(B)/gen/labels_data.c: engine/imagenet_labels.txt
 	@mkdir -p $(dir $@)

@@ -30,6 +30,8 @@ static int col_chunk_rows(const struct eng_conv *cv, int m) {
 }
 
 size_t eng_conv_col_floats(const struct eng_conv *cv, int n, int h, int w, int ntasks) {
+    if (cv->wino) return (size_t)ntasks * eng_winograd_scratch_floats(cv->cin, cv->cout);
+    if (cv->packed) return (size_t)ntasks * eng_avx512_scratch_floats();
     if (conv_is_direct(cv)) return 0;
     int m = n * eng_out_dim(h, cv->k, cv->stride, cv->pad) * eng_out_dim(w, cv->k, cv->stride, cv->pad);
     return (size_t)ntasks * col_chunk_rows(cv, m) * cv->k * cv->k * cv->cin;
@@ -138,8 +140,61 @@ static void conv_task(void *arg, int t) {
     }
 }
 
+/* A packed conv on the AVX-512 kernel: each task takes a share of the
+ * output rows or, when the layer has more channels than rows (deep layers,
+ * small batches), a share of the weight panels, so that no task streams
+ * more weights than it must. */
+struct packed_job {
+    float *out;
+    const float *in, *res;
+    const struct eng_conv *cv;
+    float *scratch;
+    int h, w, m, ntasks;
+    bool relu, by_rows;
+};
+
+static void winograd_task(void *arg, int t) {
+    const struct packed_job *j = arg;
+    const struct eng_conv *cv = j->cv;
+    float *scratch = j->scratch + (size_t)t * eng_winograd_scratch_floats(cv->cin, cv->cout);
+    /* j->m counts 2x2 tiles here */
+    int g0 = (int)((int64_t)j->m * t / j->ntasks), g1 = (int)((int64_t)j->m * (t + 1) / j->ntasks);
+    eng_conv_winograd(j->out, j->in, cv, j->h, j->w, j->res, j->relu, g0, g1, scratch);
+}
+
+static void packed_task(void *arg, int t) {
+    const struct packed_job *j = arg;
+    float *abuf = j->scratch + (size_t)t * eng_avx512_scratch_floats();
+    const int panels = j->cv->cout / ENG_PACK_NR;
+    if (j->by_rows) {
+        int m0 = (int)((int64_t)j->m * t / j->ntasks), m1 = (int)((int64_t)j->m * (t + 1) / j->ntasks);
+        eng_conv_avx512(j->out, j->in, j->cv, j->h, j->w, j->res, j->relu, m0, m1, 0, panels, abuf);
+    } else {
+        int p0 = panels * t / j->ntasks, p1 = panels * (t + 1) / j->ntasks;
+        eng_conv_avx512(j->out, j->in, j->cv, j->h, j->w, j->res, j->relu, 0, j->m, p0, p1, abuf);
+    }
+}
+
 void eng_conv_forward(float *out, const float *in, const struct eng_conv *cv, int n, int h, int w,
                       const float *res, bool relu, float *col, int ntasks) {
+    if (cv->wino) {
+        struct packed_job pj = {.out = out, .in = in, .res = res, .cv = cv, .scratch = col,
+                                .h = h, .w = w, .relu = relu, .ntasks = ntasks > 0 ? ntasks : 1};
+        pj.m = n * ((h + 1) / 2) * ((w + 1) / 2);
+        if (pj.ntasks > pj.m) pj.ntasks = pj.m;
+        eng_pool_run(winograd_task, &pj, pj.ntasks);
+        return;
+    }
+    if (cv->packed) {
+        struct packed_job pj = {.out = out, .in = in, .res = res, .cv = cv, .scratch = col,
+                                .h = h, .w = w, .relu = relu, .ntasks = ntasks > 0 ? ntasks : 1};
+        pj.m = n * eng_out_dim(h, cv->k, cv->stride, cv->pad) * eng_out_dim(w, cv->k, cv->stride, cv->pad);
+        int panels = cv->cout / ENG_PACK_NR;
+        pj.by_rows = pj.m >= cv->cout || panels < pj.ntasks;
+        if (pj.by_rows && pj.ntasks > pj.m) pj.ntasks = pj.m;
+        eng_pool_run(packed_task, &pj, pj.ntasks);
+        return;
+    }
     struct conv_job j = {.out = out, .in = in, .res = res, .cv = cv, .h = h, .w = w,
                          .relu = relu, .ntasks = ntasks > 0 ? ntasks : 1};
     j.ho = eng_out_dim(h, cv->k, cv->stride, cv->pad);

@@ -132,6 +132,7 @@ struct eng_model_info {
     char dtype[8];          /* stored dtype of the weights: "F32", "F16", "BF16" */
     char source[512];       /* the path, or "random:resnet50:SEED" */
     struct eng_preproc preproc; /* from a sidecar "<weights>.json" or defaults */
+    char kernel[16];        /* convolution kernels: "avx512" or "openblas" */
 };
 
 /* Loads spec: a safetensors path, or "random:resnetD[:SEED]" (D in 18, 34,
@@ -140,6 +141,15 @@ struct eng_model_info {
  * from fc.weight; folds batch norm into the convolutions. On success *out
  * is a new model the caller frees with eng_model_free. */
 enum eng_status eng_model_load(const char *spec, struct eng_model **out, char *err, size_t errlen);
+
+/* Which convolution kernels models loaded from now on use. AUTO (the
+ * default): the AVX-512 microkernels (weights pre-packed at load) when the
+ * CPU has AVX-512F, else OpenBLAS sgemm. OPENBLAS: always sgemm (the portable
+ * path). AVX512: ENG_ERR_UNSUPPORTED on a CPU without it. Process-wide; call
+ * before loading. Both give the same results within float rounding. */
+enum eng_kernel { ENG_KERNEL_AUTO = 0, ENG_KERNEL_OPENBLAS = 1, ENG_KERNEL_AVX512 = 2 };
+
+enum eng_status eng_set_kernel(enum eng_kernel k);
 
 /* Frees a model; every context made from it must be freed first. NULL ok. */
 void eng_model_free(struct eng_model *m);

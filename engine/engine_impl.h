@@ -66,8 +66,12 @@ float eng_bf16_to_f32(uint16_t h);
 /* A convolution with batch norm folded in. */
 struct eng_conv {
     int cin, cout, k, stride, pad;
-    float *w;    /* [cout][k][k][cin], BN scale folded in */
+    float *w;    /* [cout][k][k][cin], BN scale folded in; when packed,
+                    [cout / ENG_PACK_NR][k * k * cin][ENG_PACK_NR] */
     float *bias; /* [cout], BN shift folded in */
+    bool packed; /* w is in panels for the AVX-512 kernel (conv_avx512.c) */
+    bool wino;   /* packed for Winograd F(2x2,3x3):
+                    w is [16][cout / ENG_PACK_NR][cin][ENG_PACK_NR] */
 };
 
 /* Output size of a conv/pool along one axis. */
@@ -84,6 +88,42 @@ size_t eng_conv_col_floats(const struct eng_conv *cv, int n, int h, int w, int n
  * col: scratch of eng_conv_col_floats() floats. Allocates nothing. */
 void eng_conv_forward(float *out, const float *in, const struct eng_conv *cv, int n, int h, int w,
                       const float *res, bool relu, float *col, int ntasks);
+
+/* ------------------------------------------------------------------------ */
+/* conv_avx512.c: the AVX-512 microkernel (used when packed)                */
+/* ------------------------------------------------------------------------ */
+
+/* Output channels per weight panel. */
+#define ENG_PACK_NR 32
+
+/* True when the CPU (and OS) run AVX-512F code. */
+bool eng_avx512_available(void);
+
+/* dst: [cout / ENG_PACK_NR][kdim][ENG_PACK_NR] from w: [cout][kdim];
+ * cout must be a multiple of ENG_PACK_NR. */
+void eng_pack_weights(float *dst, const float *w, int cout, int kdim);
+
+/* Floats of scratch one task of eng_conv_avx512 needs (64-byte aligned). */
+size_t eng_avx512_scratch_floats(void);
+
+/* The part of eng_conv_forward for output rows [m0, m1) (pixels, all
+ * images flattened) and weight panels [p0, p1) of a packed conv. abuf:
+ * this task's scratch. Needs eng_avx512_available(). */
+void eng_conv_avx512(float *out, const float *in, const struct eng_conv *cv, int h, int w,
+                     const float *res, bool relu, int m0, int m1, int p0, int p1, float *abuf);
+
+/* Winograd F(2x2,3x3) for 3x3 stride-1 pad-1 convs (cin a multiple of 16,
+ * cout of ENG_PACK_NR): dst gets the 16 transformed weight matrices,
+ * [16][cout / ENG_PACK_NR][cin][ENG_PACK_NR], from w: [cout][3][3][cin]. */
+void eng_pack_winograd(float *dst, const float *w, int cout, int cin);
+
+/* Scratch floats one task of eng_conv_winograd needs. */
+size_t eng_winograd_scratch_floats(int cin, int cout);
+
+/* The part of eng_conv_forward for 2x2 output tiles [g0, g1) (row-major
+ * over images, then tile rows) of a Winograd-packed conv. */
+void eng_conv_winograd(float *out, const float *in, const struct eng_conv *cv, int h, int w,
+                       const float *res, bool relu, int g0, int g1, float *scratch);
 
 /* 3x3 stride-2 pad-1 max pool. out: [n][ho][wo][c], in: [n][h][w][c]. */
 void eng_maxpool3x3s2(float *out, const float *in, int n, int h, int w, int c);

@@ -21,7 +21,7 @@ static void usage(FILE *f) {
             "usage: imgclass --model PATH|random:resnetD[:SEED] [--labels FILE] [--topk K]\n"
             "                [--json] IMAGE...\n"
             "       imgclass --bench [--model M] [--batch B] [--seconds S] [--workers W]\n"
-            "                [--threads T] [--json]\n"
+            "                [--threads T] [--kernel K] [--json]\n"
             "\n"
             "Prints the top-k ImageNet classes of each JPEG image.\n"
             "  --model M    safetensors weights (torchvision/timm ResNet-18/34/50/101/152),\n"
@@ -29,6 +29,8 @@ static void usage(FILE *f) {
             "  --labels F   class names, one per line (default: built-in ImageNet-1k)\n"
             "  --topk K     classes per image (default 5)\n"
             "  --json       one JSON object per image and line\n"
+            "  --kernel K   convolution kernels: auto (default: avx512 when the CPU has\n"
+            "               AVX-512F, else openblas), avx512 or openblas\n"
             "Benchmark mode (--bench) measures the engine's images/s for one layout:\n"
             "  W workers, each with its own context running batches of B, sharing a\n"
             "  compute pool of T threads (defaults: random:resnet50, B 8, S 10, W 1,\n"
@@ -366,14 +368,14 @@ static int run_bench(const char *spec, int batch, double seconds, int workers, i
                "\"seconds\": %.3f, \"images\": %ld, \"images_per_s\": %.3f, "
                "\"batch_latency_p50_ms\": %.3f, \"batch_latency_p90_ms\": %.3f, "
                "\"gflops\": %.2f, \"fma_peak_gflops\": %.2f, \"peak_share\": %.4f, "
-               "\"cpus\": %d, \"max_rel_error\": %.3g}\n",
+               "\"cpus\": %d, \"max_rel_error\": %.3g, \"kernel\": \"%s\"}\n",
                info->arch, info->random ? "true" : "false", batch, workers, threads, wall, images,
-               ips, p50, p90, gflops, peak, peak > 0 ? gflops / peak : 0, ncpu, worst);
+               ips, p50, p90, gflops, peak, peak > 0 ? gflops / peak : 0, ncpu, worst, info->kernel);
     else
-        printf("%s batch %d, %d worker(s) on %d pool thread(s): %.2f images/s, batch latency "
-               "p50 %.1f ms p90 %.1f ms, %.1f GFLOP/s = %.0f%% of the %.0f GFLOP/s FMA peak of "
-               "%d CPUs (outputs checked, max relative error %.2g)\n",
-               info->arch, batch, workers, threads, ips, p50, p90, gflops,
+        printf("%s batch %d, %d worker(s) on %d pool thread(s), %s kernels: %.2f images/s, batch "
+               "latency p50 %.1f ms p90 %.1f ms, %.1f GFLOP/s = %.0f%% of the %.0f GFLOP/s FMA peak "
+               "of %d CPUs (outputs checked, max relative error %.2g)\n",
+               info->arch, batch, workers, threads, info->kernel, ips, p50, p90, gflops,
                peak > 0 ? 100 * gflops / peak : 0, peak, ncpu, worst);
     rc = 0;
     goto out;
@@ -442,6 +444,18 @@ int main(int argc, char **argv) {
             ok = parse_int_opt(a, argv[++i], 1, 64, &workers);
         } else if (!strcmp(a, "--threads") && v) {
             ok = parse_int_opt(a, argv[++i], 1, 256, &threads);
+        } else if (!strcmp(a, "--kernel") && v) {
+            const char *k = argv[++i];
+            enum eng_kernel kind = !strcmp(k, "avx512")     ? ENG_KERNEL_AVX512
+                                   : !strcmp(k, "openblas") ? ENG_KERNEL_OPENBLAS
+                                                            : ENG_KERNEL_AUTO;
+            if (strcmp(k, "auto") && kind == ENG_KERNEL_AUTO) {
+                fprintf(stderr, "imgclass: --kernel must be auto, avx512 or openblas, got \"%s\"\n", k);
+                ok = 0;
+            } else if (eng_set_kernel(kind) != ENG_OK) {
+                fprintf(stderr, "imgclass: --kernel %s: this CPU has no AVX-512F\n", k);
+                ok = 0;
+            }
         } else if (a[0] == '-' && a[1] == '-') {
             fprintf(stderr, "imgclass: unknown or incomplete option %s\n", a);
             usage(stderr);

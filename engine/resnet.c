@@ -117,6 +117,11 @@ static size_t conv_floats(const struct eng_conv *cv) {
     return (size_t)cv->cout * cv->k * cv->k * cv->cin + (size_t)cv->cout;
 }
 
+/* Floats of cv->w as the chosen kernel lays it out (Winograd: 16 per 3x3). */
+static size_t conv_w_floats(const struct eng_conv *cv) {
+    return (size_t)cv->cout * cv->cin * (cv->wino ? 16 : cv->k * cv->k);
+}
+
 /* Fills every conv's shape from the block counts; returns false on OOM. */
 static bool model_plan(struct eng_model *m) {
     m->total_blocks = m->nblocks[0] + m->nblocks[1] + m->nblocks[2] + m->nblocks[3];
@@ -396,6 +401,43 @@ bad:
                     spec);
 }
 
+static enum eng_kernel kernel_choice = ENG_KERNEL_AUTO;
+
+enum eng_status eng_set_kernel(enum eng_kernel k) {
+    if (k != ENG_KERNEL_AUTO && k != ENG_KERNEL_OPENBLAS && k != ENG_KERNEL_AVX512)
+        return ENG_ERR_ARG;
+    if (k == ENG_KERNEL_AVX512 && !eng_avx512_available()) return ENG_ERR_UNSUPPORTED;
+    kernel_choice = k;
+    return ENG_OK;
+}
+
+/* Picks each conv's kernel before the weight arena is laid out: the AVX-512
+ * kernel when chosen and present (Winograd for stride-1 3x3 convs), else
+ * OpenBLAS. */
+static void model_choose_kernels(struct eng_model *m) {
+    bool avx512 = kernel_choice != ENG_KERNEL_OPENBLAS && eng_avx512_available();
+    snprintf(m->info.kernel, sizeof m->info.kernel, "%s", avx512 ? "avx512" : "openblas");
+    FOR_EACH_CONV(m, cv, {
+        cv->packed = avx512 && cv->cout % ENG_PACK_NR == 0;
+        cv->wino = cv->packed && cv->k == 3 && cv->stride == 1 && cv->pad == 1 &&
+                   cv->cin % 16 == 0;
+    });
+}
+
+/* Re-lays the loaded weights (cv->w: [cout][k][k][cin]) as the chosen kernel
+ * reads them; scratch holds at least one conv's weights. */
+static void model_pack(struct eng_model *m, float *scratch) {
+    FOR_EACH_CONV(m, cv, {
+        if (!cv->packed) continue;
+        size_t kdim = (size_t)cv->k * cv->k * cv->cin;
+        memcpy(scratch, cv->w, sizeof(float) * cv->cout * kdim);
+        if (cv->wino)
+            eng_pack_winograd(cv->w, scratch, cv->cout, cv->cin);
+        else
+            eng_pack_weights(cv->w, scratch, cv->cout, (int)kdim);
+    });
+}
+
 enum eng_status eng_model_load(const char *spec, struct eng_model **out, char *err,
                                size_t errlen) {
     *out = NULL;
@@ -425,13 +467,16 @@ enum eng_status eng_model_load(const char *spec, struct eng_model **out, char *e
     /* One arena for every folded weight; scratch sized for the largest raw
      * conv weight plus its three BN vectors. */
     size_t total = 0, scratch = 0;
+    model_choose_kernels(m);
     FOR_EACH_CONV(m, cv, {
-        total += conv_floats(cv);
+        /* each conv's w and bias 64-byte aligned */
+        total += ((conv_w_floats(cv) + 15) & ~(size_t)15) + ((cv->cout + 15) & ~(size_t)15);
         size_t need = conv_floats(cv) + 3 * (size_t)cv->cout;
         if (need > scratch) scratch = need;
     });
     total += (size_t)m->info.num_classes * m->feat + m->info.num_classes;
-    m->arena = malloc(total * sizeof(float));
+    total = (total + 15) & ~(size_t)15;
+    m->arena = aligned_alloc(64, total * sizeof(float));
     src.scratch = malloc(scratch * sizeof(float));
     if (!m->arena || !src.scratch) {
         st = eng_errf(ENG_ERR_NOMEM, err, errlen, "out of memory for %zu weights", total);
@@ -440,14 +485,15 @@ enum eng_status eng_model_load(const char *spec, struct eng_model **out, char *e
     float *p = m->arena;
     FOR_EACH_CONV(m, cv, {
         cv->w = p;
-        p += (size_t)cv->cout * cv->k * cv->k * cv->cin;
+        p += (conv_w_floats(cv) + 15) & ~(size_t)15;
         cv->bias = p;
-        p += cv->cout;
+        p += ((size_t)cv->cout + 15) & ~(size_t)15;
     });
     m->fc_w = p;
     m->fc_b = p + (size_t)m->info.num_classes * m->feat;
     st = model_load_weights(m, &src, err, errlen);
     if (st != ENG_OK) goto fail;
+    model_pack(m, src.scratch);
     model_count(m, m->info.preproc.crop);
     free(src.scratch);
     st_close(&file);

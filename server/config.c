@@ -24,6 +24,7 @@ enum opt_type {
     OPT_ONOFF,  /* int field: on|off|true|false|1|0 */
     OPT_LOGFMT, /* enum srv_log_format: text|json */
     OPT_SWITCH, /* int field set to 1 by the bare flag; no variable */
+    OPT_KERNEL, /* enum eng_kernel: auto|avx512|openblas */
 };
 
 struct opt {
@@ -36,6 +37,10 @@ struct opt {
 };
 
 #define F(field) offsetof(struct srv_config, field), sizeof(((struct srv_config *)0)->field)
+
+const char *srv_kernel_name(enum eng_kernel k) {
+    return k == ENG_KERNEL_AVX512 ? "avx512" : k == ENG_KERNEL_OPENBLAS ? "openblas" : "auto";
+}
 
 static const struct opt opts[] = {
     {"port", OPT_INT, F(port), 0, 65535, "N", "TCP port; 0 picks a free one (printed on stdout)"},
@@ -50,6 +55,8 @@ static const struct opt opts[] = {
      "inference threads, each with its own context (0 = one per CPU)"},
     {"engine-threads", OPT_INT, F(engine_threads), 0, 1024, "N",
      "engine compute threads shared by all workers (0 = one per CPU)"},
+    {"kernel", OPT_KERNEL, F(kernel), 0, 0, "auto|avx512|openblas",
+     "convolution kernels: AVX-512 (Winograd + packed GEMM) when the CPU has it, or OpenBLAS"},
     {"max-batch", OPT_INT, F(max_batch), 1, 1024, "N", "largest batch a worker runs"},
     {"batch-timeout-us", OPT_INT, F(batch_timeout_us), 0, 10000000, "US",
      "longest the oldest queued image waits for a batch to fill"},
@@ -198,6 +205,14 @@ static int set_opt(struct srv_config *c, const struct opt *o, const char *val, c
     case OPT_SWITCH:
         *(int *)field = 1;
         return 0;
+    case OPT_KERNEL:
+        for (int k = 0; k < 3; k++)
+            if (!strcmp(val, srv_kernel_name(k))) {
+                *(enum eng_kernel *)field = (enum eng_kernel)k;
+                return 0;
+            }
+        snprintf(err, errlen, "%s: expected auto, avx512 or openblas, got '%.64s'", where, val);
+        return -1;
     }
     return -1;
 }
@@ -304,6 +319,9 @@ void srv_config_usage(FILE *f) {
             snprintf(def, sizeof def, "%s", d.log_format == SRV_LOG_JSON ? "json" : "text");
             break;
         case OPT_SWITCH:
+            break;
+        case OPT_KERNEL:
+            snprintf(def, sizeof def, "%s", srv_kernel_name(d.kernel));
             break;
         }
         fprintf(f, "  %-28s %s\n", left, o->help);

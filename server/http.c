@@ -445,6 +445,7 @@ static enum MHD_Result handle_models(struct srv_req *r) {
     json_array_append_new(size, json_integer(in->preproc.crop));
     json_object_set_new(m, "input_size", size);
     json_object_set_new(m, "gflop", json_real(in->gflop));
+    json_object_set_new(m, "kernel", jstr(in->kernel));
     json_object_set_new(m, "dtype", jstr(in->dtype));
     /* The weights source is the operator's own --model value; it is not
      * an internal detail leaked by an error. */

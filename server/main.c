@@ -78,6 +78,13 @@ int main(int argc, char **argv) {
     struct srv_batcher *batcher = NULL;
     /* The compute pool must exist before any context is made. */
     cfg.engine_threads = eng_set_threads(cfg.engine_threads);
+    if (eng_set_kernel(cfg.kernel) != ENG_OK) {
+        srv_log("error", "--kernel %s: this CPU cannot run it (no AVX-512F)",
+                srv_kernel_name(cfg.kernel));
+        srv_http_free(http);
+        eng_shutdown();
+        return 1;
+    }
     if (eng_model_load(cfg.model, &model, err, sizeof err) != ENG_OK) {
         srv_log("error", "cannot load the model: %s", err);
         if (!strncmp(cfg.model, "models/", 7))
@@ -117,10 +124,10 @@ int main(int argc, char **argv) {
     }
     srv_http_set_ready(http, model, labels, batcher, cfg.engine_threads);
     srv_log("info",
-            "ready in %.2f s: %s (%lld parameters, %d classes, weights %s%s); %d workers, %d "
-            "engine threads, max batch %d, batch timeout %d us, queue limit %d",
+            "ready in %.2f s: %s (%lld parameters, %d classes, weights %s%s, %s kernels); %d "
+            "workers, %d engine threads, max batch %d, batch timeout %d us, queue limit %d",
             (srv_now_ns() - t0) * 1e-9, info->arch, (long long)info->num_params, info->num_classes,
-            info->source, info->random ? ", random" : "", cfg.workers, cfg.engine_threads,
+            info->source, info->random ? ", random" : "", info->kernel, cfg.workers, cfg.engine_threads,
             cfg.max_batch, cfg.batch_timeout_us, cfg.queue_limit);
 
     /* Run until SIGTERM or SIGINT. */

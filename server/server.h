@@ -43,6 +43,7 @@ struct srv_config {
     int http_threads;               /* --http-threads: MHD thread pool (decode parallelism) */
     int workers;                    /* --workers: inference threads, one eng_ctx each */
     int engine_threads;             /* --engine-threads: the engine's compute pool */
+    enum eng_kernel kernel;         /* --kernel auto|avx512|openblas */
     int max_batch;                  /* --max-batch */
     int batch_timeout_us;           /* --batch-timeout-us */
     int queue_limit;                /* --queue-limit: images waiting for a worker */
@@ -75,6 +76,9 @@ int srv_config_parse(struct srv_config *c, int argc, char **argv, char *err, siz
 
 /* Prints --help: every flag with its variable, default and meaning. */
 void srv_config_usage(FILE *f);
+
+/* "auto", "avx512" or "openblas" (a static string). */
+const char *srv_kernel_name(enum eng_kernel k);
 
 /* CPUs this process may use: the sched_getaffinity count, capped by the
  * cgroup CPU quota rounded up (v2 cpu.max; v1 cpu.cfs_quota_us /

@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <string.h>
 #include <unistd.h>
 
 static float *test_input(int n, int size, unsigned seed) {
@@ -126,6 +127,56 @@ static void test_batch_matches_single(void) {
     free(batch);
     CHECK(ok, "%s", err);
     CHECK(worst < 1e-5, "batch vs single relative difference %g", worst);
+}
+
+/* The AVX-512 kernels (direct GEMM and Winograd) give OpenBLAS's logits,
+ * at sizes whose stages have odd heights (Winograd's clipped edge tiles)
+ * and a batch that leaves partial row tiles. */
+static double kernel_logits(enum eng_kernel k, const char *spec, int n, int size,
+                            const float *x, float *out, char *err, size_t errlen) {
+    struct eng_model *m = NULL;
+    struct eng_ctx *ctx = NULL;
+    double ok = eng_set_kernel(k) == ENG_OK &&
+                eng_model_load(spec, &m, err, errlen) == ENG_OK &&
+                !strcmp(eng_model_get_info(m)->kernel, k == ENG_KERNEL_AVX512 ? "avx512" : "openblas") &&
+                eng_ctx_new(m, n, size, &ctx, err, errlen) == ENG_OK &&
+                eng_ctx_forward(ctx, x, n, out) == ENG_OK;
+    eng_ctx_free(ctx);
+    eng_model_free(m);
+    eng_set_kernel(ENG_KERNEL_AUTO);
+    return ok;
+}
+
+static void test_kernels_agree(void) {
+    if (eng_set_kernel(ENG_KERNEL_AVX512) != ENG_OK) SKIP("this CPU has no AVX-512F");
+    eng_set_kernel(ENG_KERNEL_AUTO);
+    static const struct {
+        const char *spec;
+        int n, size;
+    } runs[] = {{"random:resnet18:4", 3, 97}, {"random:resnet50:4", 3, 160}, {"random:resnet50:5", 1, 224}};
+    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+        const int n = runs[r].n, size = runs[r].size;
+        float *x = test_input(n, size, 5), *a = malloc(sizeof(float) * n * 1000),
+              *b = malloc(sizeof(float) * n * 1000);
+        char err[256] = "";
+        int ok = x && a && b &&
+                 kernel_logits(ENG_KERNEL_AVX512, runs[r].spec, n, size, x, a, err, sizeof err) &&
+                 kernel_logits(ENG_KERNEL_OPENBLAS, runs[r].spec, n, size, x, b, err, sizeof err);
+        double worst = 0;
+        for (int i = 0; ok && i < n; i++) {
+            double scale = 0;
+            for (int j = 0; j < 1000; j++) scale = fmax(scale, fabs(b[i * 1000 + j]));
+            for (int j = 0; j < 1000; j++)
+                worst = fmax(worst, fabs(a[i * 1000 + j] - b[i * 1000 + j]) / (1 + scale));
+        }
+        printf("  resnet.kernels_agree: %s, %d x %dpx: max |avx512 - openblas| / (1 + max|logit|) %.3g\n",
+               runs[r].spec, n, size, worst);
+        free(x);
+        free(a);
+        free(b);
+        CHECK(ok, "%s", err);
+        CHECK(worst < 1e-4, "%s at %dpx: kernels differ by %g", runs[r].spec, size, worst);
+    }
 }
 
 static void test_ctx_arguments(void) {
@@ -284,6 +335,7 @@ int main(void) {
     RUN(test_resnet50_flops);
     RUN(test_random_deterministic);
     RUN(test_batch_matches_single);
+    RUN(test_kernels_agree);
     RUN(test_ctx_arguments);
     RUN(test_compute_pool);
     RUN(test_softmax);

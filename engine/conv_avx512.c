@@ -1,0 +1,386 @@
+/* conv_avx512.c: the convolution microkernel for CPUs with AVX-512: weights
+ * pre-packed at load into 32-channel panels, activations gathered per block
+ * (implicit im2col), a 14x32 register tile with bias/residual/ReLU fused into
+ * its final store. conv.c decides when it runs; OpenBLAS is the portable path.
+ *
+ * Only this file is compiled with -mavx512f; nothing here runs unless
+ * eng_avx512_available() said yes. */
+#include "engine_impl.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+/* Register tile: MR output pixels x NR output channels = 28 accumulators,
+ * two weight vectors and one broadcast in the 32 zmm registers. */
+#define MR 14
+#define NR ENG_PACK_NR
+/* Reduction depth per pass: a 128 x 32 weight panel (16 KB) stays in L1
+ * while every row tile of the block streams past it. */
+#ifndef KC
+#define KC 128
+#endif
+/* Output rows gathered per block: MC x KC floats (168 KB) stay in L2 while
+ * every weight panel of the layer passes over them. */
+#ifndef MC
+#define MC (MR * 24)
+#endif
+
+bool eng_avx512_available(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+}
+
+size_t eng_avx512_scratch_floats(void) {
+    return (size_t)MC * KC;
+}
+
+void eng_pack_weights(float *dst, const float *w, int cout, int kdim) {
+    /* dst[p][k][r] = w[p * NR + r][k]: one panel of NR channels is read as
+     * contiguous 128-byte rows, k after k */
+    for (int p = 0; p < cout / NR; p++)
+        for (int k = 0; k < kdim; k++)
+            for (int r = 0; r < NR; r++)
+                dst[((size_t)p * kdim + k) * NR + r] = w[((size_t)p * NR + r) * kdim + k];
+}
+
+/* ------------------------------------------------------------------------ */
+/* Microkernel                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* What the last pass over k does before storing: NULL bias = not the last
+ * pass (store the partial sums). */
+struct epi {
+    const float *bias; /* [NR] */
+    const float *res;  /* NULL or [mr][ldc] at the tile */
+    bool relu;
+};
+
+/* c[mr][NR] (rows ldc apart) = (acc ? c : 0) + a[mr][kc] x b[kc][NR], a's
+ * rows KC floats apart; then the epilogue when e->bias is set. mr is a
+ * compile-time constant at every call site, so the accumulators are
+ * registers and the loops unroll. */
+static inline __attribute__((always_inline)) void tile(const int mr, const float *restrict a,
+                                                       const float *restrict b, int kc,
+                                                       float *restrict c, size_t ldc, bool acc,
+                                                       const struct epi *e) {
+    __m512 c0[MR], c1[MR];
+#pragma GCC unroll 14
+    for (int i = 0; i < mr; i++) {
+        if (acc) {
+            c0[i] = _mm512_loadu_ps(c + i * ldc);
+            c1[i] = _mm512_loadu_ps(c + i * ldc + 16);
+        } else {
+            c0[i] = _mm512_setzero_ps();
+            c1[i] = _mm512_setzero_ps();
+        }
+    }
+    for (int k = 0; k < kc; k++) {
+        const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#pragma GCC unroll 14
+        for (int i = 0; i < mr; i++) {
+            const __m512 av = _mm512_set1_ps(a[i * KC]);
+            c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
+            c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
+        }
+        a++;
+        b += NR;
+    }
+    if (e->bias) {
+        const __m512 bias0 = _mm512_loadu_ps(e->bias), bias1 = _mm512_loadu_ps(e->bias + 16);
+        /* no ReLU is a max with -inf: one branch-free store path */
+        const __m512 lo = _mm512_set1_ps(e->relu ? 0.0f : -__builtin_inff());
+#pragma GCC unroll 14
+        for (int i = 0; i < mr; i++) {
+            __m512 v0 = _mm512_add_ps(c0[i], bias0), v1 = _mm512_add_ps(c1[i], bias1);
+            if (e->res) {
+                v0 = _mm512_add_ps(v0, _mm512_loadu_ps(e->res + i * ldc));
+                v1 = _mm512_add_ps(v1, _mm512_loadu_ps(e->res + i * ldc + 16));
+            }
+            c0[i] = _mm512_max_ps(v0, lo);
+            c1[i] = _mm512_max_ps(v1, lo);
+        }
+    }
+#pragma GCC unroll 14
+    for (int i = 0; i < mr; i++) {
+        _mm512_storeu_ps(c + i * ldc, c0[i]);
+        _mm512_storeu_ps(c + i * ldc + 16, c1[i]);
+    }
+}
+
+#define TILE_CASE(n)                                                                               \
+    case n:                                                                                        \
+        tile(n, a, b, kc, c, ldc, acc, e);                                                         \
+        break;
+
+static void tile_any(int mr, const float *a, const float *b, int kc, float *c, size_t ldc,
+                     bool acc, const struct epi *e) {
+    switch (mr) {
+        TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4) TILE_CASE(5) TILE_CASE(6) TILE_CASE(7)
+        TILE_CASE(8) TILE_CASE(9) TILE_CASE(10) TILE_CASE(11) TILE_CASE(12) TILE_CASE(13)
+        TILE_CASE(14)
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Gathering activations (implicit im2col)                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Where output row m reads from: its image's first pixel and the top-left
+ * input tap (possibly in the padding). */
+struct rowsrc {
+    const float *img; /* [h][w][cin] */
+    int iy0, ix0;
+};
+
+/* dst[0 .. k1-k0) = the im2col row of r for reduction indices [k0, k1),
+ * with k ordered (ky, kx, c). Along one ky the taps are contiguous in NHWC,
+ * so this is a memcpy per ky plus zeros for the padding. */
+static void gather_row(float *restrict dst, const struct rowsrc *r, const struct eng_conv *cv,
+                       int h, int w, int k0, int k1) {
+    const int cin = cv->cin, strip = cv->k * cin;
+    /* the part of a ky strip inside the image, in floats */
+    const int v0 = (r->ix0 < 0 ? -r->ix0 : 0) * cin;
+    const int v1 = (r->ix0 + cv->k > w ? w - r->ix0 : cv->k) * cin;
+    int ky = k0 / strip, off = k0 % strip;
+    while (k0 < k1) {
+        int len = k1 - k0 < strip - off ? k1 - k0 : strip - off;
+        int iy = r->iy0 + ky;
+        if (iy < 0 || iy >= h || v1 <= v0) {
+            memset(dst, 0, sizeof(float) * (size_t)len);
+        } else {
+            const float *row = r->img + ((size_t)iy * w) * cin; /* pixel (iy, 0) */
+            int a = off > v0 ? off : v0, b = off + len < v1 ? off + len : v1;
+            if (a > off) memset(dst, 0, sizeof(float) * (size_t)(a - off));
+            if (b > a)
+                memcpy(dst + (a - off), row + (ptrdiff_t)r->ix0 * cin + a,
+                       sizeof(float) * (size_t)(b - a));
+            else
+                b = a;
+            if (off + len > b) memset(dst + (b - off), 0, sizeof(float) * (size_t)(off + len - b));
+        }
+        dst += len;
+        k0 += len;
+        ky++;
+        off = 0;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Driver                                                                   */
+/* ------------------------------------------------------------------------ */
+
+void eng_conv_avx512(float *out, const float *in, const struct eng_conv *cv, int h, int w,
+                     const float *res, bool relu, int m0, int m1, int p0, int p1, float *abuf) {
+    const int ho = eng_out_dim(h, cv->k, cv->stride, cv->pad);
+    const int wo = eng_out_dim(w, cv->k, cv->stride, cv->pad);
+    const int kdim = cv->k * cv->k * cv->cin, cout = cv->cout;
+    const size_t img_floats = (size_t)h * w * cv->cin;
+    struct rowsrc src[MC];
+    for (int mb = m0; mb < m1; mb += MC) {
+        const int rows = m1 - mb < MC ? m1 - mb : MC;
+        for (int r = 0; r < rows; r++) {
+            int m = mb + r, img = m / (ho * wo), rem = m % (ho * wo);
+            src[r].img = in + (size_t)img * img_floats;
+            src[r].iy0 = (rem / wo) * cv->stride - cv->pad;
+            src[r].ix0 = (rem % wo) * cv->stride - cv->pad;
+        }
+        for (int k0 = 0; k0 < kdim; k0 += KC) {
+            const int kc = kdim - k0 < KC ? kdim - k0 : KC;
+            for (int r = 0; r < rows; r++) gather_row(abuf + (size_t)r * KC, &src[r], cv, h, w, k0, k0 + kc);
+            const bool acc = k0 > 0, last = k0 + kc == kdim;
+            for (int p = p0; p < p1; p++) {
+                const float *b = cv->w + ((size_t)p * kdim + k0) * NR;
+                struct epi e = {.bias = last ? cv->bias + p * NR : NULL, .relu = relu};
+                for (int i = 0; i < rows; i += MR) {
+                    const int mr = rows - i < MR ? rows - i : MR;
+                    const size_t at = (size_t)(mb + i) * cout + (size_t)p * NR;
+#ifndef NOPF
+                    /* the next tile's outputs (and shortcut) are rows a whole
+                     * layer apart: fetch them while this tile computes */
+                    if (i + MR < rows) {
+                        const float *nc = out + at + (size_t)MR * cout;
+                        const float *nr = e.res ? e.res + (size_t)MR * cout : NULL;
+                        int nm = rows - i - MR < MR ? rows - i - MR : MR;
+                        for (int r = 0; r < nm; r++) {
+                            if (acc) {
+                                _mm_prefetch((const char *)(nc + (size_t)r * cout), _MM_HINT_T0);
+                                _mm_prefetch((const char *)(nc + (size_t)r * cout + 16), _MM_HINT_T0);
+                            }
+                            if (nr) {
+                                _mm_prefetch((const char *)(nr + (size_t)r * cout), _MM_HINT_T0);
+                                _mm_prefetch((const char *)(nr + (size_t)r * cout + 16), _MM_HINT_T0);
+                            }
+                        }
+                    }
+#endif
+                    e.res = res && last ? res + at : NULL;
+                    tile_any(mr, abuf + (size_t)i * KC, b, kc, out + at, cout, acc, &e);
+                }
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Winograd F(2x2, 3x3) for stride-1 3x3 convolutions                       */
+/* ------------------------------------------------------------------------ */
+
+/* Each 2x2 block of outputs ("tile") comes from a 4x4 input patch d as
+ * Y = A^T [(G g G^T) . (B^T d B)] A, so the 3x3 conv becomes 16 independent
+ * GEMMs over channels (one per position of the 4x4 transform) with 16
+ * multiplies per tile instead of 36: 2.25x fewer FLOPs. The transforms use
+ * only 0, +-1 and 1/2, so float rounding stays close to the direct conv's.
+ *
+ *   B^T = [1  0 -1  0]   G = [ 1    0    0 ]   A^T = [1 1  1  0]
+ *         [0  1  1  0]       [1/2  1/2  1/2]         [0 1 -1 -1]
+ *         [0 -1  1  0]       [1/2 -1/2  1/2]
+ *         [0  1  0 -1]       [ 0    0    1 ]
+ */
+
+/* Tiles per block: the block's transformed inputs V and GEMM outputs M
+ * stay in L2/L3 between the three phases, and every weight panel is used by
+ * TB / MR row tiles before it is evicted. */
+#define TB (MR * 4)
+#define WPOS 16
+
+static int chunks_of(int cin) {
+    return (cin + KC - 1) / KC;
+}
+
+size_t eng_winograd_scratch_floats(int cin, int cout) {
+    /* V: [16][chunks][TB][KC], M: [16][TB][cout] */
+    return (size_t)WPOS * TB * ((size_t)chunks_of(cin) * KC + (size_t)cout);
+}
+
+void eng_pack_winograd(float *dst, const float *w, int cout, int cin) {
+    /* dst[pos][p][ci][r] = U[pos] for output channel p * NR + r, input ci:
+     * each position is a cin x cout GEMM operand in the panels of
+     * eng_pack_weights. w: [cout][3][3][cin]. */
+    const int panels = cout / NR;
+    for (int co = 0; co < cout; co++)
+        for (int ci = 0; ci < cin; ci++) {
+            double g[3][3], gg[4][3], u[4][4];
+            for (int y = 0; y < 3; y++)
+                for (int x = 0; x < 3; x++) g[y][x] = w[(((size_t)co * 3 + y) * 3 + x) * cin + ci];
+            for (int x = 0; x < 3; x++) { /* G g */
+                gg[0][x] = g[0][x];
+                gg[1][x] = 0.5 * (g[0][x] + g[1][x] + g[2][x]);
+                gg[2][x] = 0.5 * (g[0][x] - g[1][x] + g[2][x]);
+                gg[3][x] = g[2][x];
+            }
+            for (int y = 0; y < 4; y++) { /* (G g) G^T */
+                u[y][0] = gg[y][0];
+                u[y][1] = 0.5 * (gg[y][0] + gg[y][1] + gg[y][2]);
+                u[y][2] = 0.5 * (gg[y][0] - gg[y][1] + gg[y][2]);
+                u[y][3] = gg[y][2];
+            }
+            for (int pos = 0; pos < WPOS; pos++)
+                dst[(((size_t)pos * panels + co / NR) * cin + ci) * NR + co % NR] =
+                    (float)u[pos / 4][pos % 4];
+        }
+}
+
+/* Where tile g of the layer sits: image, and output row/col of its corner. */
+struct tilepos {
+    int img, oy, ox;
+};
+
+static struct tilepos tile_at(int g, int th, int tw) {
+    struct tilepos t = {g / (th * tw), (g % (th * tw)) / tw * 2, (g % tw) * 2};
+    return t;
+}
+
+/* V[pos][c][t][0 .. kc) = B^T d B over 16 channels at a time, for the 4x4
+ * patch of tile t whose top-left input pixel is (oy - 1, ox - 1); pixels in
+ * the padding (or past an odd edge) are zero. */
+static void winograd_input(float *restrict v, const float *in, const struct eng_conv *cv, int h,
+                           int w, struct tilepos tp, int t) {
+    const int cin = cv->cin, nch = chunks_of(cin);
+    const float *img = in + (size_t)tp.img * h * w * cin;
+    const float *px[4][4];
+    for (int y = 0; y < 4; y++)
+        for (int x = 0; x < 4; x++) {
+            int iy = tp.oy - 1 + y, ix = tp.ox - 1 + x;
+            px[y][x] = iy >= 0 && iy < h && ix >= 0 && ix < w ? img + ((size_t)iy * w + ix) * cin : NULL;
+        }
+    for (int c = 0; c < cin; c += 16) {
+        __m512 d[4][4], tt[4][4];
+        for (int y = 0; y < 4; y++)
+            for (int x = 0; x < 4; x++)
+                d[y][x] = px[y][x] ? _mm512_loadu_ps(px[y][x] + c) : _mm512_setzero_ps();
+        for (int x = 0; x < 4; x++) { /* B^T d */
+            tt[0][x] = _mm512_sub_ps(d[0][x], d[2][x]);
+            tt[1][x] = _mm512_add_ps(d[1][x], d[2][x]);
+            tt[2][x] = _mm512_sub_ps(d[2][x], d[1][x]);
+            tt[3][x] = _mm512_sub_ps(d[1][x], d[3][x]);
+        }
+        float *o = v + ((size_t)(c / KC) * TB + t) * KC + c % KC;
+        const size_t pstride = (size_t)nch * TB * KC;
+        for (int y = 0; y < 4; y++) { /* (B^T d) B */
+            _mm512_storeu_ps(o + (size_t)(y * 4 + 0) * pstride, _mm512_sub_ps(tt[y][0], tt[y][2]));
+            _mm512_storeu_ps(o + (size_t)(y * 4 + 1) * pstride, _mm512_add_ps(tt[y][1], tt[y][2]));
+            _mm512_storeu_ps(o + (size_t)(y * 4 + 2) * pstride, _mm512_sub_ps(tt[y][2], tt[y][1]));
+            _mm512_storeu_ps(o + (size_t)(y * 4 + 3) * pstride, _mm512_sub_ps(tt[y][1], tt[y][3]));
+        }
+    }
+}
+
+/* out (2x2 pixels of tile t, clipped at the edge) = act(A^T M A + bias
+ * (+ res)), 16 channels at a time. */
+static void winograd_output(float *out, const float *restrict mbuf, const struct eng_conv *cv,
+                            int ho, int wo, const float *res, bool relu, struct tilepos tp, int t) {
+    const int cout = cv->cout;
+    const __m512 lo = _mm512_set1_ps(relu ? 0.0f : -__builtin_inff());
+    const size_t pstride = (size_t)TB * cout;
+    const float *mt = mbuf + (size_t)t * cout;
+    for (int c = 0; c < cout; c += 16) {
+        __m512 m[4][4], a[2][4];
+        for (int p = 0; p < WPOS; p++) m[p / 4][p % 4] = _mm512_loadu_ps(mt + p * pstride + c);
+        for (int x = 0; x < 4; x++) { /* A^T M */
+            a[0][x] = _mm512_add_ps(_mm512_add_ps(m[0][x], m[1][x]), m[2][x]);
+            a[1][x] = _mm512_sub_ps(_mm512_sub_ps(m[1][x], m[2][x]), m[3][x]);
+        }
+        const __m512 bias = _mm512_loadu_ps(cv->bias + c);
+        for (int y = 0; y < 2; y++) {
+            int oy = tp.oy + y;
+            if (oy >= ho) break;
+            __m512 r[2] = {
+                _mm512_add_ps(_mm512_add_ps(a[y][0], a[y][1]), a[y][2]), /* (A^T M) A */
+                _mm512_sub_ps(_mm512_sub_ps(a[y][1], a[y][2]), a[y][3]),
+            };
+            for (int x = 0; x < 2; x++) {
+                int ox = tp.ox + x;
+                if (ox >= wo) break;
+                size_t at = (((size_t)tp.img * ho + oy) * wo + ox) * cout + c;
+                __m512 val = _mm512_add_ps(r[x], bias);
+                if (res) val = _mm512_add_ps(val, _mm512_loadu_ps(res + at));
+                _mm512_storeu_ps(out + at, _mm512_max_ps(val, lo));
+            }
+        }
+    }
+}
+
+void eng_conv_winograd(float *out, const float *in, const struct eng_conv *cv, int h, int w,
+                       const float *res, bool relu, int g0, int g1, float *scratch) {
+    const int cin = cv->cin, cout = cv->cout, panels = cout / NR, nch = chunks_of(cin);
+    const int th = (h + 1) / 2, tw = (w + 1) / 2;
+    float *vbuf = scratch, *mbuf = scratch + (size_t)WPOS * nch * TB * KC;
+    const struct epi none = {0};
+    for (int gb = g0; gb < g1; gb += TB) {
+        const int nt = g1 - gb < TB ? g1 - gb : TB;
+        for (int t = 0; t < nt; t++) winograd_input(vbuf, in, cv, h, w, tile_at(gb + t, th, tw), t);
+        for (int pos = 0; pos < WPOS; pos++)
+            for (int p = 0; p < panels; p++)
+                for (int c = 0; c < nch; c++) {
+                    const int kc = cin - c * KC < KC ? cin - c * KC : KC;
+                    const float *b = cv->w + (((size_t)pos * panels + p) * cin + (size_t)c * KC) * NR;
+                    const float *a = vbuf + ((size_t)pos * nch + c) * TB * KC;
+                    for (int i = 0; i < nt; i += MR)
+                        tile_any(nt - i < MR ? nt - i : MR, a + (size_t)i * KC, b, kc,
+                                 mbuf + ((size_t)pos * TB + i) * cout + (size_t)p * NR, cout, c > 0,
+                                 &none);
+                }
+        for (int t = 0; t < nt; t++)
+            winograd_output(out, mbuf, cv, h, w, res, relu, tile_at(gb + t, th, tw), t);
+    }
+}
