@@ -1,6 +1,8 @@
-/* conv.c: the compute kernels of the forward pass on NHWC activations:
- * convolution as (im2col +) OpenBLAS sgemm with a fused bias/residual/ReLU
- * epilogue, max pool, average pool and the classifier. Nothing allocates. */
+/* conv.c: convolutions on NHWC activations, split into tasks for the compute
+ * pool: packed ones go to the AVX-512 kernels (conv_avx512.c), the rest to
+ * the portable path here, (im2col +) OpenBLAS sgemm with a fused
+ * bias/residual/ReLU epilogue; plus max pool, average pool and the
+ * classifier. Nothing allocates. */
 #include "engine_impl.h"
 
 #include <cblas.h>
