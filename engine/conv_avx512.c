@@ -149,14 +149,17 @@ static void gather_row(float *restrict dst, const struct rowsrc *r, const struct
             memset(dst, 0, sizeof(float) * (size_t)len);
         } else {
             const float *row = r->img + ((size_t)iy * w) * cin; /* pixel (iy, 0) */
-            int a = off > v0 ? off : v0, b = off + len < v1 ? off + len : v1;
+            /* [off, off + len) = zeros [off, a) + image [a, b) + zeros [b, off + len);
+             * a chunk may end inside the left padding, so a is clamped too */
+            const int end = off + len;
+            int a = off > v0 ? off : v0, b = end < v1 ? end : v1;
+            if (a > end) a = end;
+            if (b < a) b = a;
             if (a > off) memset(dst, 0, sizeof(float) * (size_t)(a - off));
             if (b > a)
                 memcpy(dst + (a - off), row + (ptrdiff_t)r->ix0 * cin + a,
                        sizeof(float) * (size_t)(b - a));
-            else
-                b = a;
-            if (off + len > b) memset(dst + (b - off), 0, sizeof(float) * (size_t)(off + len - b));
+            if (end > b) memset(dst + (b - off), 0, sizeof(float) * (size_t)(end - b));
         }
         dst += len;
         k0 += len;
@@ -194,7 +197,7 @@ void eng_conv_avx512(float *out, const float *in, const struct eng_conv *cv, int
                 for (int i = 0; i < rows; i += MR) {
                     const int mr = rows - i < MR ? rows - i : MR;
                     const size_t at = (size_t)(mb + i) * cout + (size_t)p * NR;
-#ifndef NOPF
+                    e.res = res && last ? res + at : NULL;
                     /* the next tile's outputs (and shortcut) are rows a whole
                      * layer apart: fetch them while this tile computes */
                     if (i + MR < rows) {
@@ -212,8 +215,6 @@ void eng_conv_avx512(float *out, const float *in, const struct eng_conv *cv, int
                             }
                         }
                     }
-#endif
-                    e.res = res && last ? res + at : NULL;
                     tile_any(mr, abuf + (size_t)i * KC, b, kc, out + at, cout, acc, &e);
                 }
             }

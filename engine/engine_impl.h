@@ -103,7 +103,7 @@ bool eng_avx512_available(void);
  * cout must be a multiple of ENG_PACK_NR. */
 void eng_pack_weights(float *dst, const float *w, int cout, int kdim);
 
-/* Floats of scratch one task of eng_conv_avx512 needs (64-byte aligned). */
+/* Floats of scratch one task of eng_conv_avx512 needs. */
 size_t eng_avx512_scratch_floats(void);
 
 /* The part of eng_conv_forward for output rows [m0, m1) (pixels, all

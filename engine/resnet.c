@@ -428,13 +428,14 @@ static void model_choose_kernels(struct eng_model *m) {
  * reads them; scratch holds at least one conv's weights. */
 static void model_pack(struct eng_model *m, float *scratch) {
     FOR_EACH_CONV(m, cv, {
-        if (!cv->packed) continue;
-        size_t kdim = (size_t)cv->k * cv->k * cv->cin;
-        memcpy(scratch, cv->w, sizeof(float) * cv->cout * kdim);
-        if (cv->wino)
-            eng_pack_winograd(cv->w, scratch, cv->cout, cv->cin);
-        else
-            eng_pack_weights(cv->w, scratch, cv->cout, (int)kdim);
+        if (cv->packed) {
+            size_t kdim = (size_t)cv->k * cv->k * cv->cin;
+            memcpy(scratch, cv->w, sizeof(float) * cv->cout * kdim);
+            if (cv->wino)
+                eng_pack_winograd(cv->w, scratch, cv->cout, cv->cin);
+            else
+                eng_pack_weights(cv->w, scratch, cv->cout, (int)kdim);
+        }
     });
 }
 
