@@ -45,9 +45,12 @@ pids=()
 for f in "${SRCS[@]}"; do
     o="$OUT/obj/$(echo "$f" | tr / _).o"
     OBJS+=("$o")
+    # as in the Makefile: only the AVX-512 kernel file is built for AVX-512
+    extra=""
+    [ "$f" = engine/conv_avx512.c ] && extra="-mavx512f -mfma"
     if [ ! -f "$o" ] || [ "$f" -nt "$o" ] || [ "$0" -nt "$o" ]; then
         # shellcheck disable=SC2086
-        $CLANG $CFLAGS -fsanitize=fuzzer-no-link -c "$f" -o "$o" &
+        $CLANG $CFLAGS $extra -fsanitize=fuzzer-no-link -c "$f" -o "$o" &
         pids+=($!)
     fi
 done
