@@ -1,7 +1,8 @@
-/* conv_avx512.c: the convolution microkernel for CPUs with AVX-512: weights
+/* conv_avx512.c: the convolution kernels for CPUs with AVX-512: weights
  * pre-packed at load into 32-channel panels, activations gathered per block
  * (implicit im2col), a 14x32 register tile with bias/residual/ReLU fused into
- * its final store. conv.c decides when it runs; OpenBLAS is the portable path.
+ * its final store, and Winograd F(2x2,3x3) on the same tile for stride-1 3x3
+ * convs. conv.c decides when they run; OpenBLAS is the portable path.
  *
  * Only this file is compiled with -mavx512f; nothing here runs unless
  * eng_avx512_available() said yes. */
@@ -16,14 +17,10 @@
 #define NR ENG_PACK_NR
 /* Reduction depth per pass: a 128 x 32 weight panel (16 KB) stays in L1
  * while every row tile of the block streams past it. */
-#ifndef KC
 #define KC 128
-#endif
 /* Output rows gathered per block: MC x KC floats (168 KB) stay in L2 while
  * every weight panel of the layer passes over them. */
-#ifndef MC
 #define MC (MR * 24)
-#endif
 
 bool eng_avx512_available(void) {
     __builtin_cpu_init();
@@ -189,7 +186,8 @@ void eng_conv_avx512(float *out, const float *in, const struct eng_conv *cv, int
         }
         for (int k0 = 0; k0 < kdim; k0 += KC) {
             const int kc = kdim - k0 < KC ? kdim - k0 : KC;
-            for (int r = 0; r < rows; r++) gather_row(abuf + (size_t)r * KC, &src[r], cv, h, w, k0, k0 + kc);
+            for (int r = 0; r < rows; r++)
+                gather_row(abuf + (size_t)r * KC, &src[r], cv, h, w, k0, k0 + kc);
             const bool acc = k0 > 0, last = k0 + kc == kdim;
             for (int p = p0; p < p1; p++) {
                 const float *b = cv->w + ((size_t)p * kdim + k0) * NR;
