@@ -30,7 +30,6 @@
 #include <time.h>
 #include <unistd.h>
 
-extern char **environ;
 
 static char g_root[PATH_MAX];        /* repository root */
 static char g_build[PATH_MAX];       /* the build directory holding imgclassd */
@@ -132,16 +131,7 @@ __attribute__((unused)) static int server_spawn(struct server *s, const char *co
     if (pid == 0) {
         /* Only the variables a case asks for: a developer's IMGCLASSD_*
          * settings must not change what the tests see. */
-        for (char **e = environ; *e;) {
-            if (!strncmp(*e, "IMGCLASSD_", 10)) {
-                char name[128];
-                size_t k = strcspn(*e, "=");
-                snprintf(name, sizeof name, "%.*s", (int)k, *e);
-                unsetenv(name);
-            } else {
-                e++;
-            }
-        }
+        t_clear_imgclassd_env();
         for (int i = 0; envs && envs[i]; i++)
             putenv((char *)envs[i]);
         int lf = open(s->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -470,6 +460,19 @@ __attribute__((unused)) static double scrape(const struct server *s, const char 
     return v;
 }
 
+/* A field of /proc/PID/status in KiB ("VmRSS", "VmHWM"), or -1. */
+__attribute__((unused)) static long proc_status_kb(pid_t pid, const char *field) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long v = -1;
+    size_t fl = strlen(field);
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, field, fl) && line[fl] == ':') v = atol(line + fl + 1);
+    if (f) fclose(f);
+    return v;
+}
+
 /* A synthetic photo-like JPEG: smooth gradients plus a few blobs, seeded. */
 __attribute__((unused)) static unsigned char *gen_jpeg(int w, int h, unsigned seed, int gray,
                                                        size_t *len) {
@@ -519,16 +522,7 @@ __attribute__((unused)) static int run_binary(const char *const *args, const cha
     snprintf(path, sizeof path, "%s/run-%d.txt", g_tmp, server_count++);
     pid_t pid = fork();
     if (pid == 0) {
-        for (char **e = environ; *e;) {
-            if (!strncmp(*e, "IMGCLASSD_", 10)) {
-                char name[128];
-                size_t k = strcspn(*e, "=");
-                snprintf(name, sizeof name, "%.*s", (int)k, *e);
-                unsetenv(name);
-            } else {
-                e++;
-            }
-        }
+        t_clear_imgclassd_env();
         for (int i = 0; envs && envs[i]; i++)
             putenv((char *)envs[i]);
         int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);

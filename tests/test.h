@@ -74,6 +74,22 @@ static void t_run(const char *name, void (*fn)(void)) {
 }
 
 /* Exit status of a test binary: non-zero when any case failed. */
+/* Unsets every IMGCLASSD_* variable, so that a developer's own settings
+ * cannot change what a test sees. */
+extern char **environ;
+__attribute__((unused)) static void t_clear_imgclassd_env(void) {
+    for (char **e = environ; *e;) {
+        if (!strncmp(*e, "IMGCLASSD_", 10)) {
+            char name[128];
+            size_t k = strcspn(*e, "=");
+            snprintf(name, sizeof name, "%.*s", (int)k, *e);
+            unsetenv(name);
+        } else {
+            e++;
+        }
+    }
+}
+
 __attribute__((unused)) static int t_done(void) {
     return t_nfail ? 1 : 0;
 }

@@ -7,7 +7,6 @@
 
 #include <math.h>
 
-extern char **environ;
 
 static char err[512];
 
@@ -22,18 +21,6 @@ static int parse(struct srv_config *c, const char *const *args) {
     return srv_config_parse(c, argc, (char **)argv, err, sizeof err);
 }
 
-static void clear_env(void) {
-    for (char **e = environ; *e;) {
-        if (!strncmp(*e, "IMGCLASSD_", 10)) {
-            char name[128];
-            size_t k = strcspn(*e, "=");
-            snprintf(name, sizeof name, "%.*s", (int)k, *e);
-            unsetenv(name);
-        } else {
-            e++;
-        }
-    }
-}
 
 static void test_defaults(void) {
     struct srv_config c;
@@ -96,7 +83,7 @@ static void test_env(void) {
     setenv("IMGCLASSD_MAX_BATCH", "seven", 1);
     CHECK(parse(&c, NULL) == -1);
     CHECK(strstr(err, "--max-batch") && strstr(err, "IMGCLASSD_MAX_BATCH"), "%s", err);
-    clear_env();
+    t_clear_imgclassd_env();
 }
 
 static void test_errors_name_the_flag(void) {
@@ -256,7 +243,7 @@ static void test_metrics_render(void) {
 
 int main(void) {
     t_suite = "config";
-    clear_env();
+    t_clear_imgclassd_env();
     RUN(test_defaults);
     RUN(test_flags);
     RUN(test_env);

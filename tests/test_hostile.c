@@ -171,19 +171,6 @@ static int raw_request(int port, const void *req, size_t len, char *out, size_t 
     return st;
 }
 
-/* Resident set size (VmRSS) and peak (VmHWM) of pid in KiB. */
-static long proc_status_kb(pid_t pid, const char *field) {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long v = -1;
-    size_t fl = strlen(field);
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, field, fl) && line[fl] == ':') v = atol(line + fl + 1);
-    if (f) fclose(f);
-    return v;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Bad inputs                                                               */
 /* ------------------------------------------------------------------------ */

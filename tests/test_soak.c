@@ -28,18 +28,6 @@ static size_t g_lens[4];
 #define SOAK_ASAN 0
 #endif
 
-static long status_kb(pid_t pid, const char *field) {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long v = -1;
-    size_t fl = strlen(field);
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, field, fl) && line[fl] == ':') v = atol(line + fl + 1);
-    if (f) fclose(f);
-    return v;
-}
-
 static int count_fds(pid_t pid) {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
@@ -210,16 +198,16 @@ static void test_soak(void) {
     double t0 = now_s();
     while (now_s() - t0 < warm)
         sleep_ms(200);
-    long rss_warm = status_kb(s.pid, "VmRSS"), rss_max = rss_warm;
+    long rss_warm = proc_status_kb(s.pid, "VmRSS"), rss_max = rss_warm;
     while (now_s() - t0 < secs) {
         sleep_ms(1000);
-        long v = status_kb(s.pid, "VmRSS");
+        long v = proc_status_kb(s.pid, "VmRSS");
         if (v > rss_max) rss_max = v;
     }
     atomic_store(&stop, 1);
     for (int i = 0; i < N; i++)
         pthread_join(th[i], NULL);
-    long rss_end = status_kb(s.pid, "VmRSS");
+    long rss_end = proc_status_kb(s.pid, "VmRSS");
     int fds1 = quiet_fds(s.pid, fds0, 15);
     long sent = 0, good = 0, bad = 0, wrong = 0;
     const char *first = "";
