@@ -155,46 +155,50 @@ struct packed_job {
     bool relu, by_rows;
 };
 
+/* Start of task t's share when n items are split evenly over `tasks`. */
+static int share_start(int n, int t, int tasks) {
+    return (int)((int64_t)n * t / tasks);
+}
+
 static void winograd_task(void *arg, int t) {
     const struct packed_job *j = arg;
     const struct eng_conv *cv = j->cv;
     float *scratch = j->scratch + (size_t)t * eng_winograd_scratch_floats(cv->cin, cv->cout);
     /* j->m counts 2x2 tiles here */
-    int g0 = (int)((int64_t)j->m * t / j->ntasks), g1 = (int)((int64_t)j->m * (t + 1) / j->ntasks);
-    eng_conv_winograd(j->out, j->in, cv, j->h, j->w, j->res, j->relu, g0, g1, scratch);
+    eng_conv_winograd(j->out, j->in, cv, j->h, j->w, j->res, j->relu,
+                      share_start(j->m, t, j->ntasks), share_start(j->m, t + 1, j->ntasks), scratch);
 }
 
 static void packed_task(void *arg, int t) {
     const struct packed_job *j = arg;
     float *abuf = j->scratch + (size_t)t * eng_avx512_scratch_floats();
     const int panels = j->cv->cout / ENG_PACK_NR;
+    int m0 = 0, m1 = j->m, p0 = 0, p1 = panels;
     if (j->by_rows) {
-        int m0 = (int)((int64_t)j->m * t / j->ntasks), m1 = (int)((int64_t)j->m * (t + 1) / j->ntasks);
-        eng_conv_avx512(j->out, j->in, j->cv, j->h, j->w, j->res, j->relu, m0, m1, 0, panels, abuf);
+        m0 = share_start(j->m, t, j->ntasks);
+        m1 = share_start(j->m, t + 1, j->ntasks);
     } else {
-        int p0 = panels * t / j->ntasks, p1 = panels * (t + 1) / j->ntasks;
-        eng_conv_avx512(j->out, j->in, j->cv, j->h, j->w, j->res, j->relu, 0, j->m, p0, p1, abuf);
+        p0 = share_start(panels, t, j->ntasks);
+        p1 = share_start(panels, t + 1, j->ntasks);
     }
+    eng_conv_avx512(j->out, j->in, j->cv, j->h, j->w, j->res, j->relu, m0, m1, p0, p1, abuf);
 }
 
 void eng_conv_forward(float *out, const float *in, const struct eng_conv *cv, int n, int h, int w,
                       const float *res, bool relu, float *col, int ntasks) {
-    if (cv->wino) {
-        struct packed_job pj = {.out = out, .in = in, .res = res, .cv = cv, .scratch = col,
-                                .h = h, .w = w, .relu = relu, .ntasks = ntasks > 0 ? ntasks : 1};
-        pj.m = n * ((h + 1) / 2) * ((w + 1) / 2);
-        if (pj.ntasks > pj.m) pj.ntasks = pj.m;
-        eng_pool_run(winograd_task, &pj, pj.ntasks);
-        return;
-    }
     if (cv->packed) {
         struct packed_job pj = {.out = out, .in = in, .res = res, .cv = cv, .scratch = col,
                                 .h = h, .w = w, .relu = relu, .ntasks = ntasks > 0 ? ntasks : 1};
-        pj.m = n * eng_out_dim(h, cv->k, cv->stride, cv->pad) * eng_out_dim(w, cv->k, cv->stride, cv->pad);
-        int panels = cv->cout / ENG_PACK_NR;
-        pj.by_rows = pj.m >= cv->cout || panels < pj.ntasks;
+        if (cv->wino) {
+            pj.m = n * ((h + 1) / 2) * ((w + 1) / 2);
+            pj.by_rows = true;
+        } else {
+            pj.m = n * eng_out_dim(h, cv->k, cv->stride, cv->pad) *
+                   eng_out_dim(w, cv->k, cv->stride, cv->pad);
+            pj.by_rows = pj.m >= cv->cout || cv->cout / ENG_PACK_NR < pj.ntasks;
+        }
         if (pj.by_rows && pj.ntasks > pj.m) pj.ntasks = pj.m;
-        eng_pool_run(packed_task, &pj, pj.ntasks);
+        eng_pool_run(cv->wino ? winograd_task : packed_task, &pj, pj.ntasks);
         return;
     }
     struct conv_job j = {.out = out, .in = in, .res = res, .cv = cv, .h = h, .w = w,

@@ -117,6 +117,12 @@ static size_t conv_floats(const struct eng_conv *cv) {
     return (size_t)cv->cout * cv->k * cv->k * cv->cin + (size_t)cv->cout;
 }
 
+/* n floats rounded up to a whole number of 64-byte lines, so that arrays
+ * laid end to end in one aligned allocation each start 64-byte aligned. */
+static size_t align16(size_t n) {
+    return (n + 15) & ~(size_t)15;
+}
+
 /* Floats of cv->w as the chosen kernel lays it out (Winograd: 16 per 3x3). */
 static size_t conv_w_floats(const struct eng_conv *cv) {
     return (size_t)cv->cout * cv->cin * (cv->wino ? 16 : cv->k * cv->k);
@@ -471,12 +477,12 @@ enum eng_status eng_model_load(const char *spec, struct eng_model **out, char *e
     model_choose_kernels(m);
     FOR_EACH_CONV(m, cv, {
         /* each conv's w and bias 64-byte aligned */
-        total += ((conv_w_floats(cv) + 15) & ~(size_t)15) + ((cv->cout + 15) & ~(size_t)15);
+        total += align16(conv_w_floats(cv)) + align16((size_t)cv->cout);
         size_t need = conv_floats(cv) + 3 * (size_t)cv->cout;
         if (need > scratch) scratch = need;
     });
     total += (size_t)m->info.num_classes * m->feat + m->info.num_classes;
-    total = (total + 15) & ~(size_t)15;
+    total = align16(total);
     m->arena = aligned_alloc(64, total * sizeof(float));
     src.scratch = malloc(scratch * sizeof(float));
     if (!m->arena || !src.scratch) {
@@ -486,9 +492,9 @@ enum eng_status eng_model_load(const char *spec, struct eng_model **out, char *e
     float *p = m->arena;
     FOR_EACH_CONV(m, cv, {
         cv->w = p;
-        p += (conv_w_floats(cv) + 15) & ~(size_t)15;
+        p += align16(conv_w_floats(cv));
         cv->bias = p;
-        p += ((size_t)cv->cout + 15) & ~(size_t)15;
+        p += align16((size_t)cv->cout);
     });
     m->fc_w = p;
     m->fc_b = p + (size_t)m->info.num_classes * m->feat;
@@ -603,9 +609,9 @@ enum eng_status eng_ctx_new(const struct eng_model *m, int max_batch, int size,
     size_t act_floats, col_floats;
     ctx_measure(m, c->late, max_batch, size, c->ntasks, &act_floats, &c->handoff_img, &col_floats);
     /* round each region to 16 floats so every buffer is 64-byte aligned */
-    size_t act = (act_floats + 15) & ~(size_t)15, col = (col_floats + 15) & ~(size_t)15;
-    size_t handoff = (c->handoff_img * max_batch + 15) & ~(size_t)15;
-    size_t pooled = ((size_t)max_batch * m->feat + 15) & ~(size_t)15;
+    size_t act = align16(act_floats), col = align16(col_floats);
+    size_t handoff = align16(c->handoff_img * max_batch);
+    size_t pooled = align16((size_t)max_batch * m->feat);
     size_t floats = NBUF * act + handoff + col + pooled;
     c->bytes = floats * sizeof(float);
     c->mem = aligned_alloc(64, c->bytes);
