@@ -4,10 +4,13 @@
  *
  * Policy, in one place:
  *   - A batch is formed when a worker is idle and either --max-batch images
- *     wait or the oldest has waited --batch-timeout-us. It takes the oldest
- *     images, up to --max-batch. Under load workers are never idle for long,
- *     so batches fill to --max-batch by themselves; at low load an image
- *     waits at most the batch timeout.
+ *     wait, or the oldest has waited --batch-timeout-us, or no other request
+ *     is on its way (announced by the HTTP layer while it reads and decodes
+ *     a body: srv_batcher_arrival). It takes the oldest images, up to
+ *     --max-batch. Under load workers are never idle for long, so batches
+ *     fill to --max-batch by themselves; at low load an image waits for
+ *     company only while company is actually coming, and never longer than
+ *     the batch timeout, so a lone client pays no batching delay.
  *   - The queue holds at most --queue-limit images. A submit that does not
  *     fit fails at once (503) with Retry-After estimated from the queue
  *     length and the recent batch latency; nothing ever blocks on it.
@@ -64,6 +67,7 @@ struct srv_batcher {
     struct srv_job *head, *tail; /* FIFO by enqueue time */
     int depth;
     int nidle;
+    int arriving; /* requests being read or decoded (srv_batcher_arrival) */
     int stopping; /* no more submits; run what is queued, then exit */
     int dispatcher_started;
     double batch_ewma_s; /* recent forward pass time of a batch */
@@ -202,7 +206,7 @@ static void *dispatcher_main(void *arg) {
 
         if (b->depth > 0 && b->nidle > 0) {
             int64_t due = b->head->enq_ns + timeout_ns;
-            if (b->depth >= b->o.max_batch || now >= due || b->stopping) {
+            if (b->depth >= b->o.max_batch || now >= due || b->arriving == 0 || b->stopping) {
                 sweep_cancelled(b, &done, b->depth * 2 >= b->o.queue_limit);
                 struct worker *w = NULL;
                 for (int i = 0; i < b->o.workers && !w; i++)
@@ -447,6 +451,15 @@ enum srv_submit_status srv_batcher_has_room(struct srv_batcher *b, int n, int *r
     pthread_mutex_unlock(&b->mu);
     done_run(done);
     return rc;
+}
+
+void srv_batcher_arrival(struct srv_batcher *b, int delta) {
+    pthread_mutex_lock(&b->mu);
+    b->arriving += delta;
+    assert(b->arriving >= 0);
+    /* The last one landed (or gave up): queued images need not wait. */
+    if (b->arriving == 0 && b->depth > 0) pthread_cond_signal(&b->cond);
+    pthread_mutex_unlock(&b->mu);
 }
 
 int srv_batcher_depth(struct srv_batcher *b) {

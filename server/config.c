@@ -59,7 +59,7 @@ static const struct opt opts[] = {
      "convolution kernels: AVX-512 (Winograd + packed GEMM) when the CPU has it, or OpenBLAS"},
     {"max-batch", OPT_INT, F(max_batch), 1, 1024, "N", "largest batch a worker runs"},
     {"batch-timeout-us", OPT_INT, F(batch_timeout_us), 0, 10000000, "US",
-     "longest the oldest queued image waits for a batch to fill"},
+     "longest a queued image waits for requests still arriving to join its batch"},
     {"queue-limit", OPT_INT, F(queue_limit), 1, 1000000, "N",
      "images waiting for a worker; beyond it requests get 503"},
     {"max-body-bytes", OPT_I64, F(max_body_bytes), 1, (int64_t)1 << 32, "BYTES",

@@ -133,6 +133,7 @@ struct srv_req {
     pthread_mutex_t mu;
     int pending, suspended;
     int submitted;
+    int arriving; /* announced to the batcher (srv_batcher_arrival), not yet ended */
     int multi; /* answer with "results": several file parts */
     int nimg;
     struct img *imgs;
@@ -221,6 +222,14 @@ static void budget_release(struct srv_req *r) {
 }
 
 /* The request has been read (or answered): its read deadline stops. */
+/* Tells the batcher this request's images are no longer on their way
+ * (queued, refused, or the client left). Idempotent. */
+static void arrival_end(struct srv_req *r) {
+    if (!r->arriving) return;
+    r->arriving = 0;
+    srv_batcher_arrival(r->h->batcher, -1);
+}
+
 static void track_read_done(struct srv_req *r) {
     if (r->track) atomic_store(&r->track->reading, 0);
 }
@@ -914,6 +923,7 @@ static enum MHD_Result classify_body(struct srv_req *r) {
     pthread_mutex_lock(&r->mu);
     r->pending = n;
     enum srv_submit_status st = srv_batcher_submit(h->batcher, jobs, n, &retry);
+    arrival_end(r); /* after the submit, so a lone image queued before waits for these */
     if (st == SRV_SUBMIT_OK) {
         /* Suspend before any job can complete: job_done takes r->mu too,
          * so the resume always comes after the suspend. */
@@ -1000,6 +1010,8 @@ static enum MHD_Result classify_start(struct srv_req *r) {
             }
             r->reserved = (size_t)r->expect;
         }
+        srv_batcher_arrival(h->batcher, 1);
+        r->arriving = 1;
         return MHD_YES;
     case SRV_SUBMIT_FULL:
         srv_metrics_rejected(1);
@@ -1100,6 +1112,7 @@ static struct srv_req *req_new(struct srv_http *h, struct MHD_Connection *conn, 
 }
 
 static void req_free(struct srv_req *r) {
+    arrival_end(r); /* the client left mid-upload */
     budget_release(r);
     free(r->body);
     free(r->imgs);
@@ -1193,7 +1206,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_data_size = 0;
         return classify_data(r, upload_data, n);
     }
-    if (!r->submitted) return classify_body(r);
+    if (!r->submitted) {
+        enum MHD_Result ret = classify_body(r);
+        arrival_end(r); /* refused before the submit */
+        return ret;
+    }
     return answer_classify(r); /* resumed: every image is done */
 }
 

@@ -955,28 +955,9 @@ static void test_queue_full_503(void) {
     CHECK(rc == 0, "exit status %d; log: %s", rc, log_tail(&s));
 }
 
-static void test_deadline_504(void) {
-    struct server s;
-    char why[512];
-    /* A batch would wait 5 s to fill, but the deadline is 300 ms. */
-    const char *args[] = {
-        "--max-batch", "64", "--batch-timeout-us", "5000000", "--request-timeout-ms", "300", NULL};
-    CHECK(server_spawn(&s, args, NULL, 1, why, sizeof why) == 0, "%s", why);
-    struct resp r;
-    post(&r, &s, "/classify", g_imgs[0].data, g_imgs[0].len, "image/jpeg");
-    const char *e = check_error(&r, 504, "deadline_exceeded");
-    double secs = r.seconds;
-    resp_free(&r);
-    double expired = scrape(&s, "imgclassd_deadline_exceeded_total");
-    int rc = server_stop(&s);
-    CHECK(!e, "%s", e);
-    CHECK(secs < 3, "the 504 took %.2f s", secs);
-    CHECK(expired >= 1, "deadline_exceeded_total %.0f", expired);
-    CHECK(rc == 0, "exit status %d; log: %s", rc, log_tail(&s));
-}
-
-/* A raw client: connects and sends a whole POST, does not read. */
-static int raw_post(int port, const struct timg *img) {
+/* A raw client: connects and sends the first `sent` bytes of a POST of
+ * img (all of it when sent >= img->len), does not read. */
+static int raw_post_part(int port, const struct timg *img, size_t sent) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -989,12 +970,87 @@ static int raw_post(int port, const struct timg *img) {
                      "POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
                      "Content-Length: %zu\r\n\r\n",
                      img->len);
+    if (sent > img->len) sent = img->len;
     if (send(fd, h, (size_t)n, MSG_NOSIGNAL) != n ||
-        send(fd, img->data, img->len, MSG_NOSIGNAL) != (ssize_t)img->len) {
+        send(fd, img->data, sent, MSG_NOSIGNAL) != (ssize_t)sent) {
         close(fd);
         return -1;
     }
     return fd;
+}
+
+static int raw_post(int port, const struct timg *img) {
+    return raw_post_part(port, img, img->len);
+}
+
+/* A request whose body is still on its way: while it is, the batcher holds
+ * a lone queued image for up to the batch timeout, waiting for it. Returns
+ * the socket (close it to end the upload) once the server has accepted the
+ * request's headers (its Content-Length is reserved from the body budget
+ * in the same step that announces it to the batcher), or -1. */
+static int upload_in_progress(const struct server *s) {
+    double before = scrape(s, "imgclassd_inflight_body_bytes");
+    int fd = raw_post_part(s->port, &g_imgs[0], 100);
+    double end = now_s() + 10, now = before;
+    while (fd >= 0 && now_s() < end && (now = scrape(s, "imgclassd_inflight_body_bytes")) <= before)
+        sleep_ms(10);
+    if (fd >= 0 && now <= before) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* The batching policy at low load (server/batcher.c): an image waits for
+ * company only while another request is on its way. */
+static void test_lone_image_not_held(void) {
+    struct server s;
+    char why[512];
+    const char *args[] = {"--max-batch", "8", "--batch-timeout-us", "1500000", NULL};
+    CHECK(server_spawn(&s, args, NULL, 1, why, sizeof why) == 0, "%s", why);
+    struct resp r;
+    post(&r, &s, "/classify", g_imgs[0].data, g_imgs[0].len, "image/jpeg");
+    const char *e1 = check_classify(&r, &g_imgs[0], 5, "resnet18");
+    resp_free(&r);
+    double lone = scrape(&s, "imgclassd_queue_wait_seconds_sum");
+
+    int fd = upload_in_progress(&s);
+    post(&r, &s, "/classify", g_imgs[1 % g_nimgs].data, g_imgs[1 % g_nimgs].len, "image/jpeg");
+    const char *e2 = check_classify(&r, &g_imgs[1 % g_nimgs], 5, "resnet18");
+    resp_free(&r);
+    double held = scrape(&s, "imgclassd_queue_wait_seconds_sum") - lone;
+    if (fd >= 0) close(fd);
+    int rc = server_stop(&s);
+    CHECK(!e1, "alone: %s", e1);
+    CHECK(!e2, "with an upload in progress: %s", e2);
+    CHECK(fd >= 0, "could not start the second upload");
+    CHECK(lone < 0.75, "a lone image waited %.3f s in the queue (batch timeout 1.5 s)", lone);
+    CHECK(held >= 1.4, "with another upload on its way the image waited only %.3f s", held);
+    CHECK(rc == 0, "exit status %d; log: %s", rc, log_tail(&s));
+}
+
+static void test_deadline_504(void) {
+    struct server s;
+    char why[512];
+    /* A batch would wait 5 s to fill (another upload is on its way), but the
+     * deadline is 300 ms. */
+    const char *args[] = {
+        "--max-batch", "64", "--batch-timeout-us", "5000000", "--request-timeout-ms", "300", NULL};
+    CHECK(server_spawn(&s, args, NULL, 1, why, sizeof why) == 0, "%s", why);
+    int fd = upload_in_progress(&s);
+    struct resp r;
+    post(&r, &s, "/classify", g_imgs[0].data, g_imgs[0].len, "image/jpeg");
+    const char *e = check_error(&r, 504, "deadline_exceeded");
+    double secs = r.seconds;
+    resp_free(&r);
+    double expired = scrape(&s, "imgclassd_deadline_exceeded_total");
+    if (fd >= 0) close(fd);
+    int rc = server_stop(&s);
+    CHECK(fd >= 0, "could not start the holding upload");
+    CHECK(!e, "%s", e);
+    CHECK(secs < 3, "the 504 took %.2f s", secs);
+    CHECK(expired >= 1, "deadline_exceeded_total %.0f", expired);
+    CHECK(rc == 0, "exit status %d; log: %s", rc, log_tail(&s));
 }
 
 static void test_disconnect_frees_slot(void) {
@@ -1004,6 +1060,7 @@ static void test_disconnect_frees_slot(void) {
         "--queue-limit",      "2",       "--max-batch",          "8",     "--workers", "1",
         "--batch-timeout-us", "3000000", "--request-timeout-ms", "60000", NULL};
     CHECK(server_spawn(&s, args, NULL, 1, why, sizeof why) == 0, "%s", why);
+    int hold = upload_in_progress(&s); /* keeps the two below waiting in the queue */
     int a = raw_post(s.port, &g_imgs[0]), b = raw_post(s.port, &g_imgs[1 % g_nimgs]);
     double end = now_s() + 30, depth = 0;
     while (now_s() < end && (depth = scrape(&s, "imgclassd_queue_depth")) < 2)
@@ -1016,7 +1073,9 @@ static void test_disconnect_frees_slot(void) {
     const char *e = check_classify(&r, &g_imgs[0], 5, "resnet18");
     resp_free(&r);
     double cancelled = scrape(&s, "imgclassd_cancelled_total");
+    if (hold >= 0) close(hold);
     int rc = server_stop(&s);
+    CHECK(hold >= 0, "could not start the holding upload");
     CHECK(a >= 0 && b >= 0, "raw clients could not post");
     CHECK(depth >= 2, "the queue never held the two requests (depth %.0f)", depth);
     CHECK(!e, "%s", e);
@@ -1501,6 +1560,7 @@ int main(int argc, char **argv) {
 
     RUN_T(test_concurrent_64_clients, 900);
     RUN_T(test_queue_full_503, 600);
+    RUN_T(test_lone_image_not_held, 300);
     RUN_T(test_deadline_504, 300);
     RUN_T(test_disconnect_frees_slot, 300);
     RUN_T(test_sigterm_drain, 600);
