@@ -45,7 +45,8 @@ deps:  ## install build and test dependencies (apt-get)
 	    | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -z "$$missing" ]; then echo "deps: all installed"; \
 	elif [ "$$(id -u)" = 0 ]; then echo "deps: installing $$missing"; \
-	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	    (apt-get -o Acquire::Retries=5 update -qq || true) && \
+	    DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Retries=5 install -y -qq $$missing; \
 	else echo "deps: missing packages; run: sudo apt-get install -y $$missing"; exit 1; fi
 
 $(B)/%.o: %.c

@@ -3,6 +3,9 @@
 # PASS/FAIL/SKIP lines, and ends with one line "N passed, N failed".
 # Skips are listed by name and counted on the line before.
 set -u
+# Every server the tests talk to is on loopback: no proxy, whatever the
+# machine's environment says (libcurl, curl and urllib all honour these).
+export NO_PROXY=127.0.0.1,localhost,::1 no_proxy=127.0.0.1,localhost,::1
 pass=0 fail=0 skip=0
 skipped=()
 log=$(mktemp)

@@ -26,7 +26,9 @@ stamp=$dir/node_modules/.package-lock.json
 if [ ! -f "$dir/node_modules/playwright-core/package.json" ] || [ "$dir/package-lock.json" -nt "$stamp" ]; then
     echo "# browser: npm ci in $dir"
     mkdir -p build
-    if ! (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) >build/browser-npm.log 2>&1; then
+    # One retry: a dropped registry connection is not a test failure.
+    npm_ci() { (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error --fetch-retries=5); }
+    if ! npm_ci >build/browser-npm.log 2>&1 && ! { sleep 5; npm_ci >build/browser-npm.log 2>&1; }; then
         echo "FAIL browser.npm_ci: 'npm ci' in $dir failed: $(tail -n 5 build/browser-npm.log | tr '\n' ' ')"
         exit 1
     fi

@@ -58,8 +58,8 @@ else
     done
     if [ -n "$missing" ]; then
         info "installing$missing"
-        (apt-get update -qq || true) >/dev/null 2>&1
-        if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >"$WORK/apt.log" 2>&1; then
+        (apt-get -o Acquire::Retries=5 update -qq || true) >/dev/null 2>&1
+        if ! DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Retries=5 install -y -qq $missing >"$WORK/apt.log" 2>&1; then
             fail setup "apt-get install$missing failed: $(tail -3 "$WORK/apt.log")"
             exit 1
         fi

@@ -230,8 +230,14 @@ static void test_soak(void) {
     int rc = server_stop(&s);
     CHECK(wrong == 0, "%ld wrong answers, e.g. %s", wrong, first);
     CHECK(good > 0 && bad > 0, "no traffic");
-    CHECK(SOAK_ASAN || growth < 5.0, "RSS grew %.2f%% after warm-up (%ld -> %ld KiB)", growth,
-          rss_warm, rss_end);
+    /* glibc's per-thread arenas grow in steps of a few MB whenever a new
+     * peak of concurrent bodies lands on them, so a healthy run may end
+     * some MB above its warm-up level (seen: up to 3.4 MB); a leak of
+     * anything per request (a body, a tensor: 30-600 KB) over thousands of
+     * requests passes both bounds by far. */
+    const long slack_kb = 16 * 1024;
+    CHECK(SOAK_ASAN || growth < 5.0 || rss_end - rss_warm < slack_kb,
+          "RSS grew %.2f%% after warm-up (%ld -> %ld KiB)", growth, rss_warm, rss_end);
     CHECK(fds1 <= fds0, "open fds grew from %d to %d", fds0, fds1);
     CHECK(health == 200, "healthz after the soak: %ld", health);
     CHECK(rc == 0, "exit status %d; log: %s", rc, log_tail(&s));

@@ -67,6 +67,7 @@ static void start_request(CURLM *multi, struct client *c, const char *url,
     c->img = (*next_img)++ % nimg;
     c->resp_len = 0;
     curl_easy_setopt(c->h, CURLOPT_URL, url);
+    curl_easy_setopt(c->h, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(c->h, CURLOPT_POSTFIELDS, imgs[c->img].data);
     curl_easy_setopt(c->h, CURLOPT_POSTFIELDSIZE, (long)imgs[c->img].len);
     curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, c->hdr);

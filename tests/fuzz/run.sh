@@ -79,7 +79,9 @@ for t in "${TARGETS[@]}"; do
             { echo "FAIL fuzz.$t: a kept regression input fails again; see $OUT/$t.replay.log"; status=1; continue; }
     fi
     echo "fuzz: $t for ${FUZZ_SECONDS}s"
-    if "$OUT/fuzz_$t" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
+    # A fixed seed (FUZZ_SEED) so a run can be repeated; -timeout is far above
+    # any input's real cost (milliseconds), so only a true hang trips it.
+    if "$OUT/fuzz_$t" -max_total_time="$FUZZ_SECONDS" -seed="${FUZZ_SEED:-1}" -timeout=30 -rss_limit_mb=2048 \
         -max_len=$maxlen -print_final_stats=1 -artifact_prefix="$art/" \
         "$corpus" "tests/fuzz/corpus/$t" >"$OUT/$t.log" 2>&1; then
         execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$OUT/$t.log" | grep -o '[0-9]*$' || echo '?')
