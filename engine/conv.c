@@ -142,10 +142,10 @@ static void conv_task(void *arg, int t) {
     }
 }
 
-/* A packed conv on the AVX-512 kernel: each task takes a share of the
- * output rows or, when the layer has more channels than rows (deep layers,
- * small batches), a share of the weight panels, so that no task streams
- * more weights than it must. */
+/* A packed conv on the AVX-512 kernels: each task takes a share of the
+ * output rows (Winograd: tiles) or, when the layer has more channels than
+ * rows (deep layers, small batches), a share of the weight panels, so that
+ * no task streams more weights than it must. */
 struct packed_job {
     float *out;
     const float *in, *res;
@@ -160,27 +160,33 @@ static int share_start(int n, int t, int tasks) {
     return (int)((int64_t)n * t / tasks);
 }
 
+/* Task t's output rows (Winograd: tiles) [*m0, *m1) and panels [*p0, *p1). */
+static void packed_share(const struct packed_job *j, int t, int *m0, int *m1, int *p0, int *p1) {
+    const int panels = j->cv->cout / ENG_PACK_NR;
+    *m0 = 0, *m1 = j->m, *p0 = 0, *p1 = panels;
+    if (j->by_rows) {
+        *m0 = share_start(j->m, t, j->ntasks);
+        *m1 = share_start(j->m, t + 1, j->ntasks);
+    } else {
+        *p0 = share_start(panels, t, j->ntasks);
+        *p1 = share_start(panels, t + 1, j->ntasks);
+    }
+}
+
 static void winograd_task(void *arg, int t) {
     const struct packed_job *j = arg;
     const struct eng_conv *cv = j->cv;
     float *scratch = j->scratch + (size_t)t * eng_winograd_scratch_floats(cv->cin, cv->cout);
-    /* j->m counts 2x2 tiles here */
-    eng_conv_winograd(j->out, j->in, cv, j->h, j->w, j->res, j->relu,
-                      share_start(j->m, t, j->ntasks), share_start(j->m, t + 1, j->ntasks), scratch);
+    int m0, m1, p0, p1;
+    packed_share(j, t, &m0, &m1, &p0, &p1);
+    eng_conv_winograd(j->out, j->in, cv, j->h, j->w, j->res, j->relu, m0, m1, p0, p1, scratch);
 }
 
 static void packed_task(void *arg, int t) {
     const struct packed_job *j = arg;
     float *abuf = j->scratch + (size_t)t * eng_avx512_scratch_floats();
-    const int panels = j->cv->cout / ENG_PACK_NR;
-    int m0 = 0, m1 = j->m, p0 = 0, p1 = panels;
-    if (j->by_rows) {
-        m0 = share_start(j->m, t, j->ntasks);
-        m1 = share_start(j->m, t + 1, j->ntasks);
-    } else {
-        p0 = share_start(panels, t, j->ntasks);
-        p1 = share_start(panels, t + 1, j->ntasks);
-    }
+    int m0, m1, p0, p1;
+    packed_share(j, t, &m0, &m1, &p0, &p1);
     eng_conv_avx512(j->out, j->in, j->cv, j->h, j->w, j->res, j->relu, m0, m1, p0, p1, abuf);
 }
 
@@ -190,13 +196,13 @@ void eng_conv_forward(float *out, const float *in, const struct eng_conv *cv, in
         struct packed_job pj = {.out = out, .in = in, .res = res, .cv = cv, .scratch = col,
                                 .h = h, .w = w, .relu = relu, .ntasks = ntasks > 0 ? ntasks : 1};
         if (cv->wino) {
-            pj.m = n * ((h + 1) / 2) * ((w + 1) / 2);
-            pj.by_rows = true;
+            const int t = ENG_WINO_TILE;
+            pj.m = n * ((h + t - 1) / t) * ((w + t - 1) / t); /* output tiles */
         } else {
             pj.m = n * eng_out_dim(h, cv->k, cv->stride, cv->pad) *
                    eng_out_dim(w, cv->k, cv->stride, cv->pad);
-            pj.by_rows = pj.m >= cv->cout || cv->cout / ENG_PACK_NR < pj.ntasks;
         }
+        pj.by_rows = pj.m >= cv->cout || cv->cout / ENG_PACK_NR < pj.ntasks;
         if (pj.by_rows && pj.ntasks > pj.m) pj.ntasks = pj.m;
         eng_pool_run(cv->wino ? winograd_task : packed_task, &pj, pj.ntasks);
         return;

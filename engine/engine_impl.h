@@ -70,8 +70,8 @@ struct eng_conv {
                     [cout / ENG_PACK_NR][k * k * cin][ENG_PACK_NR] */
     float *bias; /* [cout], BN shift folded in */
     bool packed; /* w is in panels for the AVX-512 kernel (conv_avx512.c) */
-    bool wino;   /* packed for Winograd F(2x2,3x3):
-                    w is [16][cout / ENG_PACK_NR][cin][ENG_PACK_NR] */
+    bool wino;   /* packed for Winograd F(4x4,3x3):
+                    w is [36][cout / ENG_PACK_NR][cin][ENG_PACK_NR] */
 };
 
 /* Output size of a conv/pool along one axis. */
@@ -95,6 +95,8 @@ void eng_conv_forward(float *out, const float *in, const struct eng_conv *cv, in
 
 /* Output channels per weight panel. */
 #define ENG_PACK_NR 32
+/* Output tile side of the Winograd kernel: F(4x4, 3x3). */
+#define ENG_WINO_TILE 4
 
 /* True when the CPU (and OS) run AVX-512F code. */
 bool eng_avx512_available(void);
@@ -112,18 +114,20 @@ size_t eng_avx512_scratch_floats(void);
 void eng_conv_avx512(float *out, const float *in, const struct eng_conv *cv, int h, int w,
                      const float *res, bool relu, int m0, int m1, int p0, int p1, float *abuf);
 
-/* Winograd F(2x2,3x3) for 3x3 stride-1 pad-1 convs (cin a multiple of 16,
- * cout of ENG_PACK_NR): dst gets the 16 transformed weight matrices,
- * [16][cout / ENG_PACK_NR][cin][ENG_PACK_NR], from w: [cout][3][3][cin]. */
+/* Winograd F(4x4,3x3) for 3x3 stride-1 pad-1 convs (cin a multiple of 16,
+ * cout of ENG_PACK_NR): dst gets the 36 transformed weight matrices,
+ * [36][cout / ENG_PACK_NR][cin][ENG_PACK_NR], from w: [cout][3][3][cin]. */
 void eng_pack_winograd(float *dst, const float *w, int cout, int cin);
 
 /* Scratch floats one task of eng_conv_winograd needs. */
 size_t eng_winograd_scratch_floats(int cin, int cout);
 
-/* The part of eng_conv_forward for 2x2 output tiles [g0, g1) (row-major
- * over images, then tile rows) of a Winograd-packed conv. */
+/* The part of eng_conv_forward for ENG_WINO_TILE x ENG_WINO_TILE output
+ * tiles [g0, g1) (row-major over images, then tile rows) and weight panels
+ * [p0, p1) of a Winograd-packed conv. */
 void eng_conv_winograd(float *out, const float *in, const struct eng_conv *cv, int h, int w,
-                       const float *res, bool relu, int g0, int g1, float *scratch);
+                       const float *res, bool relu, int g0, int g1, int p0, int p1,
+                       float *scratch);
 
 /* 3x3 stride-2 pad-1 max pool. out: [n][ho][wo][c], in: [n][h][w][c]. */
 void eng_maxpool3x3s2(float *out, const float *in, int n, int h, int w, int c);

@@ -123,9 +123,10 @@ static size_t align16(size_t n) {
     return (n + 15) & ~(size_t)15;
 }
 
-/* Floats of cv->w as the chosen kernel lays it out (Winograd: 16 per 3x3). */
+/* Floats of cv->w as the chosen kernel lays it out (Winograd: 36 per 3x3). */
 static size_t conv_w_floats(const struct eng_conv *cv) {
-    return (size_t)cv->cout * cv->cin * (cv->wino ? 16 : cv->k * cv->k);
+    const int wa = ENG_WINO_TILE + 2;
+    return (size_t)cv->cout * cv->cin * (cv->wino ? wa * wa : cv->k * cv->k);
 }
 
 /* Fills every conv's shape from the block counts; returns false on OOM. */
