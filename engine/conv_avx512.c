@@ -228,9 +228,9 @@ void eng_conv_avx512(float *out, const float *in, const struct eng_conv *cv, int
  * Y = A^T [(G g G^T) . (B^T d B)] A, so the 3x3 conv becomes 36 independent
  * GEMMs over channels (one per position of the 6x6 transform), with 36
  * multiplies per 16 outputs instead of 144. The points 0, +-1, +-2 scale by
- * up to 8 and 1/24, so the rounding error is about 15x the direct conv's
- * (max 5e-6 of the output scale in test_conv; the parity tests against
- * torchvision keep more than 8x margin on ResNet-152). F(2x2, 3x3) was
+ * up to 8 and 1/24, so the rounding error is 5-10x the direct conv's (at
+ * most 6e-6 of the output scale in test_conv; ResNet-152's logits use 12%
+ * of the parity tolerance against torchvision). F(2x2, 3x3) was
  * measured too: 4-5% slower end to end, with 16/36 of the weight memory.
  *
  *   B^T = [4  0 -5  0  1  0]   G = [ 1/4     0     0 ]   A^T = [1  1  1  1  1  0]
@@ -243,6 +243,7 @@ void eng_conv_avx512(float *out, const float *in, const struct eng_conv *cv, int
 #define WT ENG_WINO_TILE /* output tile side */
 #define WA (WT + 2)      /* input patch side */
 #define WPOS (WA * WA) /* transform positions: GEMMs per layer */
+_Static_assert(WT == 4, "the transform matrices below are those of F(4x4, 3x3)");
 
 /* Tiles per block: the block's transformed inputs V and GEMM outputs M
  * (36 positions each) stay in L2/L3 between the three phases, and every

@@ -221,7 +221,6 @@ static void budget_release(struct srv_req *r) {
     r->reserved = 0;
 }
 
-/* The request has been read (or answered): its read deadline stops. */
 /* Tells the batcher this request's images are no longer on their way
  * (queued, refused, or the client left). Idempotent. */
 static void arrival_end(struct srv_req *r) {
@@ -230,6 +229,7 @@ static void arrival_end(struct srv_req *r) {
     srv_batcher_arrival(r->h->batcher, -1);
 }
 
+/* The request has been read (or answered): its read deadline stops. */
 static void track_read_done(struct srv_req *r) {
     if (r->track) atomic_store(&r->track->reading, 0);
 }
@@ -1033,6 +1033,7 @@ static enum MHD_Result classify_data(struct srv_req *r, const char *data, size_t
     }
     if (r->received > (uint64_t)c->max_body_bytes) {
         r->too_large = 1;
+        arrival_end(r); /* it will be refused (413), not queued */
         free(r->body);
         r->body = NULL;
         r->len = r->cap = 0;
@@ -1053,6 +1054,7 @@ static enum MHD_Result classify_data(struct srv_req *r, const char *data, size_t
         if (ncap > r->reserved) {
             if (budget_take(r->h, ncap - r->reserved) != 0) {
                 r->over_budget = 1;
+                arrival_end(r); /* it will be refused (503), not queued */
                 srv_metrics_budget_rejected();
                 free(r->body);
                 r->body = NULL;

@@ -288,10 +288,10 @@ enum srv_submit_status srv_batcher_submit(struct srv_batcher *b, struct srv_job 
 enum srv_submit_status srv_batcher_has_room(struct srv_batcher *b, int n, int *retry_after_s);
 
 /* delta +1: a request with images is on its way (its body is being read
- * or decoded); -1: it was submitted or gave up. While any is on its way a
- * lone queued image waits (up to the batch timeout) for it to join its
- * batch; when none is, queued images run at once. Every +1 is matched by
- * exactly one -1, after the submit. Thread-safe. */
+ * or decoded); -1: it was submitted (call after the submit), refused or
+ * abandoned. While any is on its way a lone queued image waits (up to the
+ * batch timeout) for it to join its batch; when none is, queued images run
+ * at once. Every +1 is matched by exactly one -1. Thread-safe. */
 void srv_batcher_arrival(struct srv_batcher *b, int delta);
 
 /* Images waiting in the queue now. Thread-safe. */
