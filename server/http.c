@@ -1021,6 +1021,17 @@ static enum MHD_Result classify_start(struct srv_req *r) {
     }
 }
 
+/* A body that will be refused once drained (413 too large, 503 over the
+ * budget): its bytes and budget share go now, and it is no longer on its
+ * way to the batcher. */
+static void drop_body(struct srv_req *r) {
+    arrival_end(r);
+    free(r->body);
+    r->body = NULL;
+    r->len = r->cap = 0;
+    budget_release(r);
+}
+
 /* Appends an upload chunk. Past --max-body-bytes the bytes are counted and
  * dropped (libmicrohttpd cannot answer in the middle of an upload); a
  * client that goes on sending far beyond the limit is disconnected. */
@@ -1033,11 +1044,7 @@ static enum MHD_Result classify_data(struct srv_req *r, const char *data, size_t
     }
     if (r->received > (uint64_t)c->max_body_bytes) {
         r->too_large = 1;
-        arrival_end(r); /* it will be refused (413), not queued */
-        free(r->body);
-        r->body = NULL;
-        r->len = r->cap = 0;
-        budget_release(r);
+        drop_body(r);
         return MHD_YES;
     }
     if (r->len + n > r->cap) {
@@ -1054,12 +1061,8 @@ static enum MHD_Result classify_data(struct srv_req *r, const char *data, size_t
         if (ncap > r->reserved) {
             if (budget_take(r->h, ncap - r->reserved) != 0) {
                 r->over_budget = 1;
-                arrival_end(r); /* it will be refused (503), not queued */
                 srv_metrics_budget_rejected();
-                free(r->body);
-                r->body = NULL;
-                r->len = r->cap = 0;
-                budget_release(r);
+                drop_body(r);
                 return MHD_YES;
             }
             r->reserved = ncap;

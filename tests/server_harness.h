@@ -30,7 +30,6 @@
 #include <time.h>
 #include <unistd.h>
 
-
 static char g_root[PATH_MAX];        /* repository root */
 static char g_build[PATH_MAX];       /* the build directory holding imgclassd */
 static char g_server[PATH_MAX + 64]; /* build/imgclassd */
@@ -458,6 +457,18 @@ __attribute__((unused)) static double scrape(const struct server *s, const char 
     get(&r, s, "/metrics");
     double v = r.status == 200 && r.body ? metric_value(r.body, series) : NAN;
     resp_free(&r);
+    return v;
+}
+
+/* Scrapes series until it reads at least at_least or timeout_s has passed;
+ * returns the last value read (NAN when /metrics never answered). */
+__attribute__((unused)) static double scrape_until(const struct server *s, const char *series,
+                                                   double at_least, double timeout_s) {
+    double end = now_s() + timeout_s, v = scrape(s, series);
+    while (!(v >= at_least) && now_s() < end) {
+        sleep_ms(10);
+        v = scrape(s, series);
+    }
     return v;
 }
 

@@ -73,7 +73,6 @@ static void t_run(const char *name, void (*fn)(void)) {
     fflush(stdout);
 }
 
-/* Exit status of a test binary: non-zero when any case failed. */
 /* Unsets every IMGCLASSD_* variable, so that a developer's own settings
  * cannot change what a test sees. */
 extern char **environ;
@@ -90,6 +89,7 @@ __attribute__((unused)) static void t_clear_imgclassd_env(void) {
     }
 }
 
+/* Exit status of a test binary: non-zero when any case failed. */
 __attribute__((unused)) static int t_done(void) {
     return t_nfail ? 1 : 0;
 }

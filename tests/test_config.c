@@ -7,7 +7,6 @@
 
 #include <math.h>
 
-
 static char err[512];
 
 /* Parses argv (NULL-terminated, without the program name) over defaults. */
@@ -20,7 +19,6 @@ static int parse(struct srv_config *c, const char *const *args) {
     err[0] = 0;
     return srv_config_parse(c, argc, (char **)argv, err, sizeof err);
 }
-
 
 static void test_defaults(void) {
     struct srv_config c;

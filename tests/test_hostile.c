@@ -788,9 +788,7 @@ static void test_inflight_budget(void) {
         hold[i] = tcp_connect(s.port, NULL);
         if (hold[i] >= 0) send_all(hold[i], head, strlen(head));
     }
-    double end = now_s() + 10, reserved = 0;
-    while (now_s() < end && (reserved = scrape(&s, "imgclassd_inflight_body_bytes")) < 1400000)
-        sleep_ms(20);
+    double reserved = scrape_until(&s, "imgclassd_inflight_body_bytes", 1400000, 10);
     unsigned char *body = calloc(1, 300000);
     memcpy(body, g_jpeg, g_jpeg_len);
     struct resp r;
@@ -814,7 +812,7 @@ static void test_inflight_budget(void) {
     g_bad_inputs += 4;
     for (int i = 0; i < 2; i++)
         if (hold[i] >= 0) close(hold[i]);
-    end = now_s() + 10;
+    double end = now_s() + 10;
     while (now_s() < end && scrape(&s, "imgclassd_inflight_body_bytes") > 0)
         sleep_ms(20);
     double left = scrape(&s, "imgclassd_inflight_body_bytes");

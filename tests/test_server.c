@@ -989,12 +989,10 @@ static int raw_post(int port, const struct timg *img) {
  * request's headers (its Content-Length is reserved from the body budget
  * in the same step that announces it to the batcher), or -1. */
 static int upload_in_progress(const struct server *s) {
-    double before = scrape(s, "imgclassd_inflight_body_bytes");
+    const char *series = "imgclassd_inflight_body_bytes";
+    double want = scrape(s, series) + 1; /* byte counts: more = at least one more */
     int fd = raw_post_part(s->port, &g_imgs[0], 100);
-    double end = now_s() + 10, now = before;
-    while (fd >= 0 && now_s() < end && (now = scrape(s, "imgclassd_inflight_body_bytes")) <= before)
-        sleep_ms(10);
-    if (fd >= 0 && now <= before) {
+    if (fd >= 0 && !(scrape_until(s, series, want, 10) >= want)) {
         close(fd);
         return -1;
     }
@@ -1062,9 +1060,7 @@ static void test_disconnect_frees_slot(void) {
     CHECK(server_spawn(&s, args, NULL, 1, why, sizeof why) == 0, "%s", why);
     int hold = upload_in_progress(&s); /* keeps the two below waiting in the queue */
     int a = raw_post(s.port, &g_imgs[0]), b = raw_post(s.port, &g_imgs[1 % g_nimgs]);
-    double end = now_s() + 30, depth = 0;
-    while (now_s() < end && (depth = scrape(&s, "imgclassd_queue_depth")) < 2)
-        sleep_ms(10);
+    double depth = scrape_until(&s, "imgclassd_queue_depth", 2, 30);
     close(a);
     close(b);
     /* The queue is full of hung-up clients; a new request must get in. */
@@ -1213,9 +1209,7 @@ static void test_sigterm_inflight(void) {
         b[i] = (struct burst_ctx){.s = &s, .img = &g_imgs[i % g_nimgs]};
         pthread_create(&th[i], NULL, burst_main, &b[i]);
     }
-    double end = now_s() + 9, queued = 0;
-    while (now_s() < end && (queued = scrape(&s, "imgclassd_queue_depth")) < N)
-        sleep_ms(5);
+    double queued = scrape_until(&s, "imgclassd_queue_depth", N, 9);
     kill(s.pid, SIGTERM);
     /* Let the held images go only once the server has stopped accepting,
      * so they are answered on the shutdown path. */
