@@ -70,7 +70,7 @@ static const struct opt opts[] = {
     {"request-timeout-ms", OPT_INT, F(request_timeout_ms), 1, 3600000, "MS",
      "deadline from arrival to the start of inference (504 beyond)"},
     {"drain-seconds", OPT_INT, F(drain_seconds), 0, 3600, "S",
-     "after SIGTERM, keep serving this long with /readyz 503, then stop accepting"},
+     "after SIGTERM, keep serving this long with /readyz 503, then stop admitting work"},
     {"static-dir", OPT_STR, F(static_dir), 0, 0, "DIR",
      "directory served at / (\"\" disables static files)"},
     {"log-format", OPT_LOGFMT, F(log_format), 0, 0, "text|json", "log and access-log format"},

@@ -63,7 +63,10 @@ struct srv_http {
     const struct srv_config *cfg;
     struct MHD_Daemon *d;
     int port;
-    int quiesced;
+    /* Bit 0: no longer admitting work (srv_http_stop_admitting); the rest
+     * counts in steps of 2 the requests admitted before that and not yet
+     * completed. One word, so admitting and closing cannot cross. */
+    _Atomic int admit;
     _Atomic int ready;    /* backend published; /classify served */
     _Atomic int draining; /* /readyz 503, Connection: close */
     _Atomic int inflight; /* requests between first call and completion */
@@ -111,6 +114,7 @@ struct srv_req {
     struct MHD_Connection *conn;
     struct conn_track *track; /* NULL if the connection is untracked (OOM) */
     enum srv_route route;
+    int admitted; /* counted in srv_http.admit; else a classification gets 503 */
     int64_t t0;
     char id[80];
     char method[16];
@@ -958,6 +962,7 @@ static enum MHD_Result classify_start(struct srv_req *r) {
     const struct srv_config *c = h->cfg;
     if (!atomic_load_explicit(&h->ready, memory_order_acquire))
         return send_503_retry(r, "not_ready", 1, "the model is still loading");
+    if (!r->admitted) return send_503_retry(r, "shutting_down", 1, "the server is shutting down");
 
     const char *v = NULL;
     size_t vlen = 0;
@@ -1190,6 +1195,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!r) return MHD_NO;
         *req_cls = r;
         atomic_fetch_add(&h->inflight, 1);
+        int a = atomic_load(&h->admit);
+        while (!(a & 1) && !atomic_compare_exchange_weak(&h->admit, &a, a + 2)) {
+        }
+        r->admitted = !(a & 1);
         r->route = route_of(url);
         return first_call(r, method);
     }
@@ -1253,6 +1262,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         };
         srv_log_access(&a);
     }
+    if (r->admitted) atomic_fetch_sub(&h->admit, 2);
     req_free(r);
     atomic_fetch_sub(&h->inflight, 1);
 }
@@ -1493,34 +1503,14 @@ void srv_http_begin_drain(struct srv_http *h) {
     atomic_store(&h->draining, 1);
 }
 
-void srv_http_quiesce(struct srv_http *h) {
-    if (h->quiesced) return;
-    h->quiesced = 1;
-    MHD_socket fd = MHD_quiesce_daemon(h->d);
-    if (fd == MHD_INVALID_SOCKET) return;
-    /* Connections the kernel completed but the daemon has not accepted yet
-     * would be reset by close(); hand them to the daemon instead, so every
-     * request a client managed to send is answered. */
-    int fl = fcntl(fd, F_GETFL);
-    if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-    for (;;) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        int c = accept4(fd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
-        if (c < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) continue;
-            break;
-        }
-        if (MHD_add_connection(h->d, c, (struct sockaddr *)&ss, sl) != MHD_YES)
-            srv_log("warn", "could not hand over a pending connection: %s", strerror(errno));
-    }
-    close(fd);
+void srv_http_stop_admitting(struct srv_http *h) {
+    atomic_fetch_or(&h->admit, 1);
 }
 
 int srv_http_wait_idle(struct srv_http *h, int timeout_ms) {
     int64_t end = srv_now_ns() + (int64_t)timeout_ms * 1000000;
     int n;
-    while ((n = atomic_load(&h->inflight)) > 0 && srv_now_ns() < end) {
+    while ((n = atomic_load(&h->admit) >> 1) > 0 && srv_now_ns() < end) {
         struct timespec ts = {0, 5 * 1000000};
         nanosleep(&ts, NULL);
     }

@@ -137,7 +137,7 @@ int main(int argc, char **argv) {
 
     /* Drain: /readyz turns 503 at once so load balancers stop sending, but
      * requests are served for --drain-seconds (a second signal cuts this
-     * short). Then stop accepting, finish every accepted request, exit 0. */
+     * short). Then stop admitting work, finish every admitted request, exit 0. */
     srv_http_begin_drain(http);
     srv_log("info", "%s: draining for %d s", sig == SIGINT ? "SIGINT" : "SIGTERM",
             cfg.drain_seconds);
@@ -148,8 +148,9 @@ int main(int argc, char **argv) {
         }
         if (s2 > 0) srv_log("info", "second signal: ending the drain period early");
     }
-    srv_http_quiesce(http);
-    srv_log("info", "stopped accepting connections; finishing requests in progress");
+    srv_http_stop_admitting(http);
+    srv_log("info", "no longer admitting requests (new ones get 503 shutting_down); finishing "
+                    "requests in progress");
     /* A request still arriving is cut by --request-read-timeout-s (or the
      * idle timeout); one in the queue ends by --request-timeout-ms. */
     int wait_ms = cfg.request_timeout_ms;

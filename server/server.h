@@ -327,12 +327,19 @@ void srv_http_set_ready(struct srv_http *h, const struct eng_model *m,
  * Connection: close; requests are still served. */
 void srv_http_begin_drain(struct srv_http *h);
 
-/* Stops accepting connections: closes the listening socket after handing
- * connections still in its backlog to the daemon. Idempotent. */
-void srv_http_quiesce(struct srv_http *h);
+/* Stops admitting work: from now on a new POST /classify is answered 503
+ * "shutting_down" at once (other routes are still served), and
+ * srv_http_wait_idle no longer waits for new requests. The listening socket
+ * stays open until srv_http_free, so a late client gets that clear answer
+ * rather than a reset. (Closing the socket earlier would need
+ * MHD_quiesce_daemon, which races the pool threads over their epoll sets
+ * and can abort the process: libmicrohttpd 0.9.75, seen once in CI; poll()
+ * instead would drop clients that half-close.) Idempotent. */
+void srv_http_stop_admitting(struct srv_http *h);
 
-/* Waits until no request is in progress, up to timeout_ms. Returns the
- * number of requests still in progress (0 = idle). */
+/* Waits until no request admitted before srv_http_stop_admitting is in
+ * progress, up to timeout_ms. Returns the number still in progress (0 =
+ * idle). */
 int srv_http_wait_idle(struct srv_http *h, int timeout_ms);
 
 /* Stops the daemon (every connection closed) and frees the server. The
