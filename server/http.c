@@ -1507,10 +1507,11 @@ void srv_http_stop_admitting(struct srv_http *h) {
     atomic_fetch_or(&h->admit, 1);
 }
 
-int srv_http_wait_idle(struct srv_http *h, int timeout_ms) {
+int srv_http_wait_idle(struct srv_http *h, int timeout_ms, bool admitted_only) {
     int64_t end = srv_now_ns() + (int64_t)timeout_ms * 1000000;
     int n;
-    while ((n = atomic_load(&h->admit) >> 1) > 0 && srv_now_ns() < end) {
+    while ((n = admitted_only ? atomic_load(&h->admit) >> 1 : atomic_load(&h->inflight)) > 0 &&
+           srv_now_ns() < end) {
         struct timespec ts = {0, 5 * 1000000};
         nanosleep(&ts, NULL);
     }

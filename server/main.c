@@ -157,13 +157,13 @@ int main(int argc, char **argv) {
     if (cfg.conn_timeout_s * 1000 > wait_ms) wait_ms = cfg.conn_timeout_s * 1000;
     if (cfg.request_read_timeout_s * 1000 > wait_ms) wait_ms = cfg.request_read_timeout_s * 1000;
     wait_ms += 5000;
-    int left = srv_http_wait_idle(http, wait_ms);
+    int left = srv_http_wait_idle(http, wait_ms, true);
     if (left)
         srv_log("warn", "%d requests still in progress after %d ms; closing them", left, wait_ms);
     /* Every queued image still runs; the resumed connections get their
-     * answers before the daemon stops. */
+     * answers, and late requests their 503, before the daemon stops. */
     srv_batcher_stop(batcher);
-    srv_http_wait_idle(http, 2000);
+    srv_http_wait_idle(http, 2000, false);
     srv_http_free(http);
     srv_batcher_free(batcher);
     eng_labels_free(labels);

@@ -6,6 +6,7 @@
 
 #include "engine.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -328,19 +329,20 @@ void srv_http_set_ready(struct srv_http *h, const struct eng_model *m,
 void srv_http_begin_drain(struct srv_http *h);
 
 /* Stops admitting work: from now on a new POST /classify is answered 503
- * "shutting_down" at once (other routes are still served), and
- * srv_http_wait_idle no longer waits for new requests. The listening socket
- * stays open until srv_http_free, so a late client gets that clear answer
- * rather than a reset. (Closing the socket earlier would need
+ * "shutting_down" at once (other routes are still served). The listening
+ * socket stays open until srv_http_free, so a late client gets that clear
+ * answer rather than a refused connection; only one that connects while
+ * the daemon stops is reset. (Closing the socket earlier would need
  * MHD_quiesce_daemon, which races the pool threads over their epoll sets
  * and can abort the process: libmicrohttpd 0.9.75, seen once in CI; poll()
- * instead would drop clients that half-close.) Idempotent. */
+ * instead of epoll would drop clients that half-close.) Idempotent. */
 void srv_http_stop_admitting(struct srv_http *h);
 
-/* Waits until no request admitted before srv_http_stop_admitting is in
- * progress, up to timeout_ms. Returns the number still in progress (0 =
- * idle). */
-int srv_http_wait_idle(struct srv_http *h, int timeout_ms);
+/* Waits up to timeout_ms until no request is in progress: with
+ * admitted_only, none admitted before srv_http_stop_admitting (the work to
+ * finish); else none at all (so late requests get their 503 before the
+ * daemon stops). Returns the number still in progress (0 = idle). */
+int srv_http_wait_idle(struct srv_http *h, int timeout_ms, bool admitted_only);
 
 /* Stops the daemon (every connection closed) and frees the server. The
  * batcher must have been stopped first. NULL ok. */

@@ -946,7 +946,7 @@ static void test_overload_burst(void) {
 }
 
 /* SIGTERM while good clients and every kind of bad one are at work: every
- * request the server accepted is answered (200 for the good ones; no reset
+ * request the server admitted is answered (200 for the good ones; no reset
  * or timeout), the slow and idle connections do not hold the exit, and the
  * exit status is 0. */
 struct mix_ctx {
