@@ -161,7 +161,10 @@ int main(int argc, char **argv) {
     if (left)
         srv_log("warn", "%d requests still in progress after %d ms; closing them", left, wait_ms);
     /* Every queued image still runs; the resumed connections get their
-     * answers, and late requests their 503, before the daemon stops. */
+     * answers, and late requests their 503, before the daemon stops. The
+     * order matters: libmicrohttpd aborts the process if the daemon stops
+     * while a connection is still suspended, and srv_batcher_stop returns
+     * only after every queued job has resumed its connection. */
     srv_batcher_stop(batcher);
     srv_http_wait_idle(http, 2000, false);
     srv_http_free(http);
