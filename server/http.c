@@ -1185,6 +1185,15 @@ static enum MHD_Result answer_get(struct srv_req *r, const char *url) {
     }
 }
 
+/* Counts a new request in h->admit unless srv_http_stop_admitting has run;
+ * 1 when it was counted (on_completed then uncounts it). */
+static int admit(struct srv_http *h) {
+    int a = atomic_load(&h->admit);
+    while (!(a & 1) && !atomic_compare_exchange_weak(&h->admit, &a, a + 2)) {
+    }
+    return !(a & 1);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **req_cls) {
@@ -1195,10 +1204,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!r) return MHD_NO;
         *req_cls = r;
         atomic_fetch_add(&h->inflight, 1);
-        int a = atomic_load(&h->admit);
-        while (!(a & 1) && !atomic_compare_exchange_weak(&h->admit, &a, a + 2)) {
-        }
-        r->admitted = !(a & 1);
+        r->admitted = admit(h);
         r->route = route_of(url);
         return first_call(r, method);
     }

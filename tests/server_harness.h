@@ -405,15 +405,6 @@ __attribute__((unused)) static json_t *resp_json(const struct resp *r) {
     return json_loadb(r->body, r->len, 0, &e);
 }
 
-/* 1 when the server turned a request away because it is shutting down:
- * the connection was refused (the daemon has stopped), or a well-formed
- * 503 "shutting_down" (it no longer admits work). */
-__attribute__((unused)) static const char *check_error(const struct resp *r, long status,
-                                                       const char *code);
-__attribute__((unused)) static int turned_away(const struct resp *r) {
-    return r->rc == CURLE_COULDNT_CONNECT || check_error(r, 503, "shutting_down") == NULL;
-}
-
 /* Checks an error response: status, JSON {"error":{"code","message"}} with
  * the code (when given), nosniff and a request id. */
 __attribute__((unused)) static const char *check_error(const struct resp *r, long status,
@@ -448,6 +439,13 @@ __attribute__((unused)) static const char *check_error(const struct resp *r, lon
     }
     json_decref(j);
     return res;
+}
+
+/* 1 when the server turned a request away because it is shutting down:
+ * the connection was refused (the daemon has stopped), or a well-formed
+ * 503 "shutting_down" (it no longer admits work). */
+__attribute__((unused)) static int turned_away(const struct resp *r) {
+    return r->rc == CURLE_COULDNT_CONNECT || check_error(r, 503, "shutting_down") == NULL;
 }
 
 /* A metric's value from an exposition ("name" or "name{labels}" exactly). */
