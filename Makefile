@@ -56,6 +56,9 @@ $(B)/%.o: %.c
 # The AVX-512 kernel file alone may use AVX-512; it runs only when cpuid
 # says the CPU has it.
 $(B)/engine/conv_avx512.o: CFLAGS += -mavx512f -mfma
+# Likewise the int8 kernels, with VNNI (vpdpbusd); they run only when cpuid
+# reports avx512_vnni and avx512bw.
+$(B)/engine/conv_int8.o: CFLAGS += -mavx512f -mavx512bw -mavx512vnni -mavx512vl -mfma
 
 # The ImageNet class names are compiled in, so a binary runs with no data files.
 $(B)/gen/labels_data.c: engine/imagenet_labels.txt

@@ -32,6 +32,7 @@ static int col_chunk_rows(const struct eng_conv *cv, int m) {
 }
 
 size_t eng_conv_col_floats(const struct eng_conv *cv, int n, int h, int w, int ntasks) {
+    if (cv->int8) return (size_t)ntasks * ((eng_i8_scratch_bytes() + 63) / 64 * 16);
     if (cv->wino) return (size_t)ntasks * eng_winograd_scratch_floats(cv->cin, cv->cout);
     if (cv->packed) return (size_t)ntasks * eng_avx512_scratch_floats();
     if (conv_is_direct(cv)) return 0;
@@ -65,6 +66,41 @@ static void im2col(float *col, const float *in, const struct eng_conv *cv, int h
             memcpy(dst + (size_t)kx0 * cin, src, sizeof(float) * (size_t)(kx1 - kx0) * cin);
             if (kx1 < k) memset(dst + (size_t)kx1 * cin, 0, sizeof(float) * (size_t)(k - kx1) * cin);
         }
+    }
+}
+
+void eng_gather_row(void *restrict dst_, const struct eng_rowsrc *r, const struct eng_conv *cv,
+                    int h, int w, int k0, int k1, size_t esize) {
+    unsigned char *restrict dst = dst_;
+    const int cin = cv->cin, strip = cv->k * cin;
+    /* the part of a ky strip inside the image, in elements */
+    const int v0 = (r->ix0 < 0 ? -r->ix0 : 0) * cin;
+    const int v1 = (r->ix0 + cv->k > w ? w - r->ix0 : cv->k) * cin;
+    int ky = k0 / strip, off = k0 % strip;
+    while (k0 < k1) {
+        int len = k1 - k0 < strip - off ? k1 - k0 : strip - off;
+        int iy = r->iy0 + ky;
+        if (iy < 0 || iy >= h || v1 <= v0) {
+            memset(dst, 0, esize * (size_t)len);
+        } else {
+            const unsigned char *row = r->img + esize * ((size_t)iy * w) * cin; /* pixel (iy, 0) */
+            /* [off, off + len) = zeros [off, a) + image [a, b) + zeros [b, off + len);
+             * a chunk may end inside the left padding, so a is clamped too */
+            const int end = off + len;
+            int a = off > v0 ? off : v0, b = end < v1 ? end : v1;
+            if (a > end) a = end;
+            if (b < a) b = a;
+            if (a > off) memset(dst, 0, esize * (size_t)(a - off));
+            if (b > a)
+                memcpy(dst + esize * (size_t)(a - off),
+                       row + (ptrdiff_t)esize * ((ptrdiff_t)r->ix0 * cin + a),
+                       esize * (size_t)(b - a));
+            if (end > b) memset(dst + esize * (size_t)(b - off), 0, esize * (size_t)(end - b));
+        }
+        dst += esize * (size_t)len;
+        k0 += len;
+        ky++;
+        off = 0;
     }
 }
 
@@ -160,17 +196,32 @@ static int share_start(int n, int t, int tasks) {
     return (int)((int64_t)n * t / tasks);
 }
 
-/* Task t's output rows (Winograd: tiles) [*m0, *m1) and panels [*p0, *p1). */
-static void packed_share(const struct packed_job *j, int t, int *m0, int *m1, int *p0, int *p1) {
-    const int panels = j->cv->cout / ENG_PACK_NR;
-    *m0 = 0, *m1 = j->m, *p0 = 0, *p1 = panels;
-    if (j->by_rows) {
-        *m0 = share_start(j->m, t, j->ntasks);
-        *m1 = share_start(j->m, t + 1, j->ntasks);
+/* Task t's output rows (Winograd: tiles) [*m0, *m1) of m and panels
+ * [*p0, *p1) of a conv with cout channels, split over ntasks. */
+static void split_share(int m, int cout, bool by_rows, int ntasks, int t, int *m0, int *m1, int *p0,
+                        int *p1) {
+    const int panels = cout / ENG_PACK_NR;
+    *m0 = 0, *m1 = m, *p0 = 0, *p1 = panels;
+    if (by_rows) {
+        *m0 = share_start(m, t, ntasks);
+        *m1 = share_start(m, t + 1, ntasks);
     } else {
-        *p0 = share_start(panels, t, j->ntasks);
-        *p1 = share_start(panels, t + 1, j->ntasks);
+        *p0 = share_start(panels, t, ntasks);
+        *p1 = share_start(panels, t + 1, ntasks);
     }
+}
+
+static void packed_share(const struct packed_job *j, int t, int *m0, int *m1, int *p0, int *p1) {
+    split_share(j->m, j->cv->cout, j->by_rows, j->ntasks, t, m0, m1, p0, p1);
+}
+
+/* Splits a layer of m output rows (tiles) as the AVX-512 paths do: by rows
+ * when there are enough, else by weight panels. Returns the task count. */
+static int split_tasks(int m, int cout, int ntasks, bool *by_rows) {
+    ntasks = ntasks > 0 ? ntasks : 1;
+    *by_rows = m >= cout || cout / ENG_PACK_NR < ntasks;
+    if (*by_rows && ntasks > m) ntasks = m;
+    return ntasks;
 }
 
 static void winograd_task(void *arg, int t) {
@@ -202,8 +253,7 @@ void eng_conv_forward(float *out, const float *in, const struct eng_conv *cv, in
             pj.m = n * eng_out_dim(h, cv->k, cv->stride, cv->pad) *
                    eng_out_dim(w, cv->k, cv->stride, cv->pad);
         }
-        pj.by_rows = pj.m >= cv->cout || cv->cout / ENG_PACK_NR < pj.ntasks;
-        if (pj.by_rows && pj.ntasks > pj.m) pj.ntasks = pj.m;
+        pj.ntasks = split_tasks(pj.m, cv->cout, pj.ntasks, &pj.by_rows);
         eng_pool_run(cv->wino ? winograd_task : packed_task, &pj, pj.ntasks);
         return;
     }
@@ -229,6 +279,86 @@ void eng_conv_forward(float *out, const float *in, const struct eng_conv *cv, in
     j.nchunks = (j.m + j.chunk - 1) / j.chunk;
     j.col_slice = direct ? 0 : (size_t)col_chunk_rows(cv, j.m) * j.kdim;
     eng_pool_run(conv_task, &j, j.ntasks < j.nchunks ? j.ntasks : j.nchunks);
+}
+
+/* ------------------------------------------------------------------------ */
+/* int8: the VNNI kernels (conv_int8.c) and the quantizer                   */
+/* ------------------------------------------------------------------------ */
+
+/* An int8 conv split as packed_job splits fp32 ones. Each task folds its
+ * outputs' per-image maxima into its own row of tslots; integer sums and a
+ * max are exact, so the result does not depend on the split. */
+struct i8_job {
+    float *out;
+    const uint8_t *in;
+    const struct eng_conv *cv;
+    const struct eng_i8_epi *e;
+    uint8_t *scratch;
+    float *tslots; /* [ntasks][n] */
+    size_t scratch_stride;
+    int n, h, w, m, ntasks;
+    bool by_rows;
+};
+
+static void i8_task(void *arg, int t) {
+    const struct i8_job *j = arg;
+    struct eng_i8_epi e = *j->e;
+    if (e.tmax) {
+        e.tmax = j->tslots + (size_t)t * j->n;
+        for (int i = 0; i < j->n; i++) e.tmax[i] = 0.0f;
+    }
+    int m0, m1, p0, p1;
+    split_share(j->m, j->cv->cout, j->by_rows, j->ntasks, t, &m0, &m1, &p0, &p1);
+    eng_conv_int8(j->out, j->in, j->cv, j->h, j->w, &e, m0, m1, p0, p1,
+                  j->scratch + (size_t)t * j->scratch_stride);
+}
+
+void eng_conv_forward_int8(float *out, const uint8_t *in, const struct eng_conv *cv, int n, int h,
+                           int w, const struct eng_i8_epi *e, float *col, float *tslots,
+                           int ntasks) {
+    struct i8_job j = {.out = out, .in = in, .cv = cv, .e = e, .scratch = (uint8_t *)col,
+                       .tslots = tslots, .n = n, .h = h, .w = w};
+    j.scratch_stride = (eng_i8_scratch_bytes() + 63) / 64 * 64;
+    j.m = n * eng_out_dim(h, cv->k, cv->stride, cv->pad) * eng_out_dim(w, cv->k, cv->stride, cv->pad);
+    j.ntasks = split_tasks(j.m, cv->cout, ntasks, &j.by_rows);
+    eng_pool_run(i8_task, &j, j.ntasks);
+    if (e->tmax)
+        for (int i = 0; i < n; i++) {
+            float mx = 0.0f;
+            for (int t = 0; t < j.ntasks; t++) mx = fmaxf(mx, tslots[(size_t)t * n + i]);
+            e->tmax[i] = mx;
+        }
+}
+
+struct quant_job {
+    uint8_t *q;
+    const float *x;
+    const float *inv; /* [n] */
+    size_t img_len, total;
+    int ntasks;
+};
+
+static void quant_task(void *arg, int t) {
+    const struct quant_job *j = arg;
+    /* an even share of all elements, cut at 64 so the vector loop runs whole */
+    size_t a = j->total * (size_t)t / (size_t)j->ntasks & ~(size_t)63;
+    size_t b = t + 1 == j->ntasks ? j->total : j->total * (size_t)(t + 1) / (size_t)j->ntasks & ~(size_t)63;
+    while (a < b) {
+        size_t img = a / j->img_len, end = (img + 1) * j->img_len;
+        if (end > b) end = b;
+        eng_quantize_u8(j->q + a, j->x + a, end - a, j->inv[img]);
+        a = end;
+    }
+}
+
+void eng_quantize_images(uint8_t *q, float *scale, const float *x, const float *max, int n,
+                         size_t img_len, int ntasks) {
+    float inv[n];
+    for (int i = 0; i < n; i++) eng_i8_scale(max[i], &scale[i], &inv[i]);
+    struct quant_job j = {.q = q, .x = x, .inv = inv, .img_len = img_len,
+                          .total = img_len * (size_t)n, .ntasks = ntasks > 0 ? ntasks : 1};
+    if (j.total < (size_t)1 << 14) j.ntasks = 1; /* not worth waking the pool */
+    eng_pool_run(quant_task, &j, j.ntasks);
 }
 
 /* ------------------------------------------------------------------------ */

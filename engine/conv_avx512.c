@@ -122,48 +122,8 @@ static void tile_any(int mr, const float *a, const float *b, int kc, float *c, s
 /* Gathering activations (implicit im2col)                                  */
 /* ------------------------------------------------------------------------ */
 
-/* Where output row m reads from: its image's first pixel and the top-left
- * input tap (possibly in the padding). */
-struct rowsrc {
-    const float *img; /* [h][w][cin] */
-    int iy0, ix0;
-};
-
-/* dst[0 .. k1-k0) = the im2col row of r for reduction indices [k0, k1),
- * with k ordered (ky, kx, c). Along one ky the taps are contiguous in NHWC,
- * so this is a memcpy per ky plus zeros for the padding. */
-static void gather_row(float *restrict dst, const struct rowsrc *r, const struct eng_conv *cv,
-                       int h, int w, int k0, int k1) {
-    const int cin = cv->cin, strip = cv->k * cin;
-    /* the part of a ky strip inside the image, in floats */
-    const int v0 = (r->ix0 < 0 ? -r->ix0 : 0) * cin;
-    const int v1 = (r->ix0 + cv->k > w ? w - r->ix0 : cv->k) * cin;
-    int ky = k0 / strip, off = k0 % strip;
-    while (k0 < k1) {
-        int len = k1 - k0 < strip - off ? k1 - k0 : strip - off;
-        int iy = r->iy0 + ky;
-        if (iy < 0 || iy >= h || v1 <= v0) {
-            memset(dst, 0, sizeof(float) * (size_t)len);
-        } else {
-            const float *row = r->img + ((size_t)iy * w) * cin; /* pixel (iy, 0) */
-            /* [off, off + len) = zeros [off, a) + image [a, b) + zeros [b, off + len);
-             * a chunk may end inside the left padding, so a is clamped too */
-            const int end = off + len;
-            int a = off > v0 ? off : v0, b = end < v1 ? end : v1;
-            if (a > end) a = end;
-            if (b < a) b = a;
-            if (a > off) memset(dst, 0, sizeof(float) * (size_t)(a - off));
-            if (b > a)
-                memcpy(dst + (a - off), row + (ptrdiff_t)r->ix0 * cin + a,
-                       sizeof(float) * (size_t)(b - a));
-            if (end > b) memset(dst + (b - off), 0, sizeof(float) * (size_t)(end - b));
-        }
-        dst += len;
-        k0 += len;
-        ky++;
-        off = 0;
-    }
-}
+/* The im2col rows come from eng_gather_row (conv.c), shared with the int8
+ * kernels. */
 
 /* ------------------------------------------------------------------------ */
 /* Driver                                                                   */
@@ -175,19 +135,20 @@ void eng_conv_avx512(float *out, const float *in, const struct eng_conv *cv, int
     const int wo = eng_out_dim(w, cv->k, cv->stride, cv->pad);
     const int kdim = cv->k * cv->k * cv->cin, cout = cv->cout;
     const size_t img_floats = (size_t)h * w * cv->cin;
-    struct rowsrc src[MC];
+    struct eng_rowsrc src[MC];
     for (int mb = m0; mb < m1; mb += MC) {
         const int rows = m1 - mb < MC ? m1 - mb : MC;
         for (int r = 0; r < rows; r++) {
             int m = mb + r, img = m / (ho * wo), rem = m % (ho * wo);
-            src[r].img = in + (size_t)img * img_floats;
+            src[r].img = (const unsigned char *)(in + (size_t)img * img_floats);
             src[r].iy0 = (rem / wo) * cv->stride - cv->pad;
             src[r].ix0 = (rem % wo) * cv->stride - cv->pad;
         }
         for (int k0 = 0; k0 < kdim; k0 += KC) {
             const int kc = kdim - k0 < KC ? kdim - k0 : KC;
             for (int r = 0; r < rows; r++)
-                gather_row(abuf + (size_t)r * KC, &src[r], cv, h, w, k0, k0 + kc);
+                eng_gather_row(abuf + (size_t)r * KC, &src[r], cv, h, w, k0, k0 + kc,
+                               sizeof(float));
             const bool acc = k0 > 0, last = k0 + kc == kdim;
             for (int p = p0; p < p1; p++) {
                 const float *b = cv->w + ((size_t)p * kdim + k0) * NR;

@@ -72,6 +72,11 @@ struct eng_conv {
     bool packed; /* w is in panels for the AVX-512 kernel (conv_avx512.c) */
     bool wino;   /* packed for Winograd F(4x4,3x3):
                     w is [36][cout / ENG_PACK_NR][cin][ENG_PACK_NR] */
+    bool int8;   /* runs on the VNNI kernels (conv_int8.c): reads u8
+                    activations, uses wq and wscale below */
+    int8_t *wq;  /* [cout / ENG_PACK_NR][kdim4 / 4][ENG_PACK_NR][4], kdim4 =
+                    k * k * cin rounded up to 4 (zeros past the end); inside w */
+    float *wscale; /* [cout]: weight of channel o = wq * wscale[o] */
 };
 
 /* Output size of a conv/pool along one axis. */
@@ -88,6 +93,36 @@ size_t eng_conv_col_floats(const struct eng_conv *cv, int n, int h, int w, int n
  * col: scratch of eng_conv_col_floats() floats. Allocates nothing. */
 void eng_conv_forward(float *out, const float *in, const struct eng_conv *cv, int n, int h, int w,
                       const float *res, bool relu, float *col, int ntasks);
+
+struct eng_i8_epi; /* conv_int8.c section below */
+
+/* The int8 conv (cv->int8) on u8 input in: [n][h][w][cin], quantized with
+ * e->ascale per image; out as eng_conv_forward. When e->tmax is set it gets
+ * each image's maximum output. tslots: [ntasks][n] floats of scratch for
+ * the tasks' partial maxima. Allocates nothing. */
+void eng_conv_forward_int8(float *out, const uint8_t *in, const struct eng_conv *cv, int n, int h,
+                           int w, const struct eng_i8_epi *e, float *col, float *tslots,
+                           int ntasks);
+
+/* Quantizes n images of img_len floats each (x: [n][img_len], values >= 0)
+ * to q with the scales their maxima max[n] give; writes each image's scale
+ * to scale[n]. Runs on the pool. */
+void eng_quantize_images(uint8_t *q, float *scale, const float *x, const float *max, int n,
+                         size_t img_len, int ntasks);
+
+/* Where output row m of a conv reads from: its image's first pixel and the
+ * top-left input tap (possibly in the padding). */
+struct eng_rowsrc {
+    const unsigned char *img; /* [h][w][cin] elements of esize bytes */
+    int iy0, ix0;
+};
+
+/* dst[0 .. k1-k0) = the im2col row of r for reduction indices [k0, k1)
+ * (k < k * k * cin), k ordered (ky, kx, c), elements of esize bytes. Along
+ * one ky the taps are contiguous in NHWC, so this is a memcpy per ky plus
+ * zeros for the padding. Used by the fp32 and the int8 kernels. */
+void eng_gather_row(void *restrict dst, const struct eng_rowsrc *r, const struct eng_conv *cv,
+                    int h, int w, int k0, int k1, size_t esize);
 
 /* ------------------------------------------------------------------------ */
 /* conv_avx512.c: the AVX-512 microkernel (used when packed)                */
@@ -128,6 +163,61 @@ size_t eng_winograd_scratch_floats(int cin, int cout);
 void eng_conv_winograd(float *out, const float *in, const struct eng_conv *cv, int h, int w,
                        const float *res, bool relu, int g0, int g1, int p0, int p1,
                        float *scratch);
+
+/* ------------------------------------------------------------------------ */
+/* conv_int8.c: AVX-512 VNNI kernels; conv_ref.c: their plain C reference   */
+/* ------------------------------------------------------------------------ */
+
+/* How an int8 conv's output leaves the kernel: fp32 out = act(acc * wscale[o]
+ * * ascale[img] + bias[o] (+ res)), the per-image maximum of the stored
+ * values folded into tmax[img] when tmax is set (the next layer's scale). */
+struct eng_i8_epi {
+    const float *ascale; /* [images]: activation scale of each input image */
+    const float *res;    /* NULL or [m][cout] like out */
+    float *tmax;         /* NULL or [images]: running max, >= 0 on entry */
+    bool relu;
+};
+
+/* Quantized weights: per output channel, symmetric, s8 in [-127, 127]. */
+static inline int eng_i8_kdim4(const struct eng_conv *cv) {
+    return (cv->k * cv->k * cv->cin + 3) & ~3;
+}
+
+/* True when the CPU (and OS) run AVX-512 VNNI with AVX-512BW. */
+bool eng_vnni_available(void);
+
+/* Quantizes w: [cout][kdim] (fp32, BN folded) per output channel into
+ * wq (packed as struct eng_conv says) and wscale: [cout]. cout must be a
+ * multiple of ENG_PACK_NR. Plain C, used by the kernel and the reference. */
+void eng_i8_quantize_weights(int8_t *wq, float *wscale, const float *w, int cout, int kdim);
+
+/* Bytes of scratch one task of eng_conv_int8 needs. */
+size_t eng_i8_scratch_bytes(void);
+
+/* Output rows [m0, m1) (images flattened) and weight panels [p0, p1) of
+ * an int8 conv. out: [n][ho][wo][cout] fp32; in: [n][h][w][cin] u8.
+ * abuf: this task's scratch. Needs eng_vnni_available(). */
+void eng_conv_int8(float *out, const uint8_t *in, const struct eng_conv *cv, int h, int w,
+                   const struct eng_i8_epi *e, int m0, int m1, int p0, int p1, uint8_t *abuf);
+
+/* The same, whole layer, in plain C (conv_ref.c): bit for bit what
+ * eng_conv_int8 writes, for the tests. */
+void eng_conv_int8_ref(float *out, const uint8_t *in, const struct eng_conv *cv, int n, int h,
+                       int w, const struct eng_i8_epi *e);
+
+/* Activation scale of an image whose largest value is max: max / 255, and
+ * the factor that maps values to u8 (0 when max is 0: all zeros). */
+static inline void eng_i8_scale(float max, float *scale, float *inv) {
+    *scale = max > 0 ? max / 255.0f : 0.0f;
+    *inv = max > 0 ? 255.0f / max : 0.0f;
+}
+
+/* q[i] = clamp(rint(x[i] * inv), 0, 255) for i < count. */
+void eng_quantize_u8(uint8_t *q, const float *x, size_t count, float inv);
+void eng_quantize_u8_ref(uint8_t *q, const float *x, size_t count, float inv);
+
+/* max(0, x[0 .. count)) */
+float eng_max_f32(const float *x, size_t count);
 
 /* 3x3 stride-2 pad-1 max pool. out: [n][ho][wo][c], in: [n][h][w][c]. */
 void eng_maxpool3x3s2(float *out, const float *in, int n, int h, int w, int c);

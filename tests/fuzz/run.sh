@@ -45,9 +45,10 @@ pids=()
 for f in "${SRCS[@]}"; do
     o="$OUT/obj/$(echo "$f" | tr / _).o"
     OBJS+=("$o")
-    # as in the Makefile: only the AVX-512 kernel file is built for AVX-512
+    # as in the Makefile: only the AVX-512 kernel files are built for AVX-512
     extra=""
     [ "$f" = engine/conv_avx512.c ] && extra="-mavx512f -mfma"
+    [ "$f" = engine/conv_int8.c ] && extra="-mavx512f -mavx512bw -mavx512vnni -mavx512vl -mfma"
     if [ ! -f "$o" ] || [ "$f" -nt "$o" ] || [ "$0" -nt "$o" ]; then
         # shellcheck disable=SC2086
         $CLANG $CFLAGS $extra -fsanitize=fuzzer-no-link -c "$f" -o "$o" &

