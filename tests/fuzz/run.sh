@@ -18,7 +18,7 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 CLANG=${CLANG:-clang}
 OUT=${FUZZ_OUT:-build/fuzz}
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(jpeg multipart safetensors http)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(jpeg multipart safetensors http v2 kserve_v1)
 
 if ! command -v "$CLANG" >/dev/null; then
     echo "fuzz: $CLANG not found; install clang and libclang-rt-14-dev (make deps)" >&2
