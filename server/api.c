@@ -186,10 +186,18 @@ const char *srv_api_label(const struct srv_api_model *m, int i, char *buf, size_
     return buf;
 }
 
-int srv_api_first_failure(const struct srv_api_result *res, int n) {
-    for (int i = 0; i < n; i++)
-        if (res[i].status != 0 || !res[i].logits) return i;
-    return -1;
+int srv_api_failure(const struct srv_api_result *res, int n, const char *what, char *msg,
+                    size_t msglen) {
+    for (int i = 0; i < n; i++) {
+        if (res[i].status == 0 && res[i].logits) continue;
+        const char *why = res[i].message ? res[i].message : "inference failed";
+        if (what)
+            snprintf(msg, msglen, "%s %d: %s", what, i, why);
+        else
+            snprintf(msg, msglen, "%s", why);
+        return res[i].status ? res[i].status : 500;
+    }
+    return 0;
 }
 
 int srv_api_topk_count(const struct srv_api_model *m, const struct srv_api_request *req) {

@@ -320,7 +320,10 @@ const char *srv_api_label(const struct srv_api_model *m, int i, char *buf, size_
  * (both servers' default) when 0, at most the classes. */
 int srv_api_topk_count(const struct srv_api_model *m, const struct srv_api_request *req);
 
-/* Index of the first failed image of res[0..n), or -1 when all succeeded. */
-int srv_api_first_failure(const struct srv_api_result *res, int n);
+/* The first failed image of res[0..n): returns its HTTP status (500 when
+ * it has none) and writes "<what> <i>: <message>" into msg, or the message
+ * alone when what is NULL. Returns 0 when every image succeeded. */
+int srv_api_failure(const struct srv_api_result *res, int n, const char *what, char *msg,
+                    size_t msglen);
 
 #endif

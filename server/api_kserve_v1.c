@@ -72,14 +72,9 @@ enum srv_api_status srv_kserve_v1_render_predict(const struct srv_api_model *m,
                                                  const struct srv_api_request *req,
                                                  const struct srv_api_result *res,
                                                  struct srv_api_body *out) {
-    memset(out, 0, sizeof *out);
-    int bad = srv_api_first_failure(res, req->n);
-    if (bad >= 0) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "instance %d: %s", bad,
-                 res[bad].message ? res[bad].message : "failed");
-        return srv_v2_render_error(res[bad].status ? res[bad].status : 500, msg, out);
-    }
+    char msg[512];
+    int status = srv_api_failure(res, req->n, "instance", msg, sizeof msg);
+    if (status) return srv_v2_render_error(status, msg, out);
     int k = srv_api_topk_count(m, req);
     struct eng_pred *preds = malloc((size_t)k * sizeof *preds);
     json_t *arr = preds ? json_array() : NULL;

@@ -92,11 +92,9 @@ enum srv_api_status srv_torchserve_render_predict(const struct srv_api_model *m,
                                                   const struct srv_api_request *req,
                                                   const struct srv_api_result *res,
                                                   struct srv_api_body *out) {
-    memset(out, 0, sizeof *out);
-    int bad = srv_api_first_failure(res, req->n);
-    if (bad >= 0)
-        return srv_torchserve_render_error(res[bad].status ? res[bad].status : 500,
-                                           res[bad].message ? res[bad].message : "failed", out);
+    char msg[512];
+    int status = srv_api_failure(res, req->n, NULL, msg, sizeof msg);
+    if (status) return srv_torchserve_render_error(status, msg, out);
     int k = srv_api_topk_count(m, req);
     struct eng_pred *preds = malloc((size_t)k * sizeof *preds);
     json_t *o = json_object();
@@ -113,7 +111,7 @@ enum srv_api_status srv_torchserve_render_predict(const struct srv_api_model *m,
     free(preds);
     if (fail) {
         json_decref(o);
-        return SRV_API_ERR_NOMEM;
+        o = NULL;
     }
     return srv_api_body_json(o, 200, out);
 }

@@ -531,16 +531,11 @@ enum srv_api_status srv_v2_render_infer(const struct srv_api_model *m,
                                         const struct srv_api_result *res,
                                         struct srv_api_body *out) {
     memset(out, 0, sizeof *out);
-    int bad = srv_api_first_failure(res, req->n);
-    if (bad >= 0) {
-        char msg[512];
-        const char *why = res[bad].message ? res[bad].message : "failed";
-        if (req->input_name) /* the raw form has no input name, and one image */
-            snprintf(msg, sizeof msg, "image %d of input '%s': %s", bad, req->input_name, why);
-        else
-            snprintf(msg, sizeof msg, "%s", why);
-        return srv_v2_render_error(res[bad].status ? res[bad].status : 500, msg, out);
-    }
+    /* The raw form has no input name, and one image. */
+    char what[96], msg[512];
+    snprintf(what, sizeof what, "input '%.64s' image", req->input_name ? req->input_name : "");
+    int status = srv_api_failure(res, req->n, req->input_name ? what : NULL, msg, sizeof msg);
+    if (status) return srv_v2_render_error(status, msg, out);
     json_t *j = json_pack("{ss ss}", "model_name", m->name, "model_version", m->version);
     json_t *outs = json_array();
     float *tmp = malloc((size_t)m->classes * sizeof *tmp);
