@@ -398,8 +398,13 @@ void eng_avgpool(float *out, const float *in, int n, int hw, int c) {
 
 void eng_linear(float *out, const float *in, const float *w, const float *b, int n, int cin,
                 int cout) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, cout, cin, 1.0f, in, cin, w, cin,
-                0.0f, out, cout);
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < cout; j++) out[(size_t)i * cout + j] += b[j];
+    /* one image at a time: sgemm picks its kernels (and so its order of
+     * summation) by the batch size, and an image's logits must not depend
+     * on its batch; the weights stay in cache from one image to the next */
+    for (int i = 0; i < n; i++) {
+        float *o = out + (size_t)i * cout;
+        memcpy(o, b, sizeof(float) * (size_t)cout);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, cout, cin, 1.0f, w, cin, in + (size_t)i * cin, 1,
+                    1.0f, o, 1);
+    }
 }

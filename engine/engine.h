@@ -133,6 +133,7 @@ struct eng_model_info {
     char source[512];       /* the path, or "random:resnet50:SEED" */
     struct eng_preproc preproc; /* from a sidecar "<weights>.json" or defaults */
     char kernel[16];        /* convolution kernels: "avx512" or "openblas" */
+    char precision[8];      /* arithmetic of the residual blocks: "fp32" or "int8" */
 };
 
 /* Loads spec: a safetensors path, or "random:resnetD[:SEED]" (D in 18, 34,
@@ -141,6 +142,33 @@ struct eng_model_info {
  * from fc.weight; folds batch norm into the convolutions. On success *out
  * is a new model the caller frees with eng_model_free. */
 enum eng_status eng_model_load(const char *spec, struct eng_model **out, char *err, size_t errlen);
+
+/* Arithmetic of the convolutions in the residual blocks. FP32 (the
+ * default): float throughout. INT8: AVX-512 VNNI kernels; weights quantized
+ * per output channel (symmetric s8, after batch-norm folding) at load;
+ * activations quantized to u8 per image at run time (scale = the image's
+ * largest value / 255), so no calibration data is needed and an image's
+ * result does not depend on its batch. The stem, pooling and classifier
+ * stay fp32. */
+enum eng_precision { ENG_PRECISION_FP32 = 0, ENG_PRECISION_INT8 = 1 };
+
+/* "fp32" or "int8" (a static string; "?" when out of range). */
+const char *eng_precision_name(enum eng_precision p);
+
+/* Parses "fp32" or "int8" into *out; ENG_ERR_ARG (message lists the
+ * choices) otherwise. */
+enum eng_status eng_precision_parse(const char *s, enum eng_precision *out, char *err,
+                                    size_t errlen);
+
+/* ENG_OK when this CPU runs p; else ENG_ERR_UNSUPPORTED and a message
+ * saying what is missing (int8 needs avx512_vnni and avx512bw; there is no
+ * slower int8 fallback). Call at start-up to refuse early. */
+enum eng_status eng_precision_supported(enum eng_precision p, char *err, size_t errlen);
+
+/* eng_model_load in the given precision; info.precision tells which.
+ * ENG_ERR_UNSUPPORTED (see eng_precision_supported) when the CPU cannot. */
+enum eng_status eng_model_load_ex(const char *spec, enum eng_precision p, struct eng_model **out,
+                                  char *err, size_t errlen);
 
 /* Which convolution kernels models loaded from now on use. AUTO (the
  * default): the AVX-512 microkernels (weights pre-packed at load) when the

@@ -410,6 +410,33 @@ bad:
 
 static enum eng_kernel kernel_choice = ENG_KERNEL_AUTO;
 
+const char *eng_precision_name(enum eng_precision p) {
+    return p == ENG_PRECISION_FP32 ? "fp32" : p == ENG_PRECISION_INT8 ? "int8" : "?";
+}
+
+enum eng_status eng_precision_parse(const char *s, enum eng_precision *out, char *err,
+                                    size_t errlen) {
+    if (s && !strcmp(s, "fp32")) {
+        *out = ENG_PRECISION_FP32;
+    } else if (s && !strcmp(s, "int8")) {
+        *out = ENG_PRECISION_INT8;
+    } else {
+        return eng_errf(ENG_ERR_ARG, err, errlen, "precision must be fp32 or int8, got \"%s\"",
+                        s ? s : "");
+    }
+    return ENG_OK;
+}
+
+enum eng_status eng_precision_supported(enum eng_precision p, char *err, size_t errlen) {
+    if (p == ENG_PRECISION_FP32) return ENG_OK;
+    if (p != ENG_PRECISION_INT8) return eng_errf(ENG_ERR_ARG, err, errlen, "unknown precision %d", (int)p);
+    if (!eng_vnni_available())
+        return eng_errf(ENG_ERR_UNSUPPORTED, err, errlen,
+                        "int8 needs a CPU with AVX-512 VNNI (cpuid avx512_vnni and avx512bw); "
+                        "this one lacks it, and there is no slower int8 path: use fp32");
+    return ENG_OK;
+}
+
 enum eng_status eng_set_kernel(enum eng_kernel k) {
     if (k != ENG_KERNEL_AUTO && k != ENG_KERNEL_OPENBLAS && k != ENG_KERNEL_AVX512)
         return ENG_ERR_ARG;
@@ -420,22 +447,38 @@ enum eng_status eng_set_kernel(enum eng_kernel k) {
 
 /* Picks each conv's kernel before the weight arena is laid out: the AVX-512
  * kernel when chosen and present (Winograd for stride-1 3x3 convs), else
- * OpenBLAS. */
-static void model_choose_kernels(struct eng_model *m) {
+ * OpenBLAS; in int8, the VNNI kernels for every conv of the blocks (the
+ * stem, whose input is signed, stays fp32). */
+static void model_choose_kernels(struct eng_model *m, enum eng_precision prec) {
     bool avx512 = kernel_choice != ENG_KERNEL_OPENBLAS && eng_avx512_available();
-    snprintf(m->info.kernel, sizeof m->info.kernel, "%s", avx512 ? "avx512" : "openblas");
+    snprintf(m->info.kernel, sizeof m->info.kernel, "%s",
+             prec == ENG_PRECISION_INT8 ? "avx512vnni" : avx512 ? "avx512" : "openblas");
     FOR_EACH_CONV(m, cv, {
-        cv->packed = avx512 && cv->cout % ENG_PACK_NR == 0;
+        cv->int8 = prec == ENG_PRECISION_INT8 && cv != &m->stem;
+        cv->packed = !cv->int8 && avx512 && cv->cout % ENG_PACK_NR == 0;
         cv->wino = cv->packed && cv->k == 3 && cv->stride == 1 && cv->pad == 1 &&
                    cv->cin % 16 == 0;
     });
+}
+
+/* An int8 conv's quantized weights and scales, in place of its fp32
+ * weights: [cout][kdim4] bytes, then [cout] floats, fit in [cout][kdim]
+ * floats for every kdim >= 4. */
+static size_t int8_bytes(const struct eng_conv *cv) {
+    return ((size_t)cv->cout * eng_i8_kdim4(cv) + 63) / 64 * 64 + sizeof(float) * cv->cout;
 }
 
 /* Re-lays the loaded weights (cv->w: [cout][k][k][cin]) as the chosen kernel
  * reads them; scratch holds at least one conv's weights. */
 static void model_pack(struct eng_model *m, float *scratch) {
     FOR_EACH_CONV(m, cv, {
-        if (cv->packed) {
+        if (cv->int8) {
+            size_t kdim = (size_t)cv->k * cv->k * cv->cin;
+            memcpy(scratch, cv->w, sizeof(float) * cv->cout * kdim);
+            cv->wq = (int8_t *)cv->w;
+            cv->wscale = (float *)((char *)cv->w + int8_bytes(cv) - sizeof(float) * cv->cout);
+            eng_i8_quantize_weights(cv->wq, cv->wscale, scratch, cv->cout, (int)kdim);
+        } else if (cv->packed) {
             size_t kdim = (size_t)cv->k * cv->k * cv->cin;
             memcpy(scratch, cv->w, sizeof(float) * cv->cout * kdim);
             if (cv->wino)
@@ -448,8 +491,15 @@ static void model_pack(struct eng_model *m, float *scratch) {
 
 enum eng_status eng_model_load(const char *spec, struct eng_model **out, char *err,
                                size_t errlen) {
+    return eng_model_load_ex(spec, ENG_PRECISION_FP32, out, err, errlen);
+}
+
+enum eng_status eng_model_load_ex(const char *spec, enum eng_precision prec,
+                                  struct eng_model **out, char *err, size_t errlen) {
     *out = NULL;
     if (!spec || !*spec) return eng_errf(ENG_ERR_ARG, err, errlen, "no model given");
+    enum eng_status pst = eng_precision_supported(prec, err, errlen);
+    if (pst != ENG_OK) return pst;
     struct eng_model *m = calloc(1, sizeof *m);
     if (!m) return eng_errf(ENG_ERR_NOMEM, err, errlen, "out of memory");
     eng_preproc_default(&m->info.preproc);
@@ -475,8 +525,16 @@ enum eng_status eng_model_load(const char *spec, struct eng_model **out, char *e
     /* One arena for every folded weight; scratch sized for the largest raw
      * conv weight plus its three BN vectors. */
     size_t total = 0, scratch = 0;
-    model_choose_kernels(m);
+    model_choose_kernels(m, prec);
+    snprintf(m->info.precision, sizeof m->info.precision, "%s", eng_precision_name(prec));
     FOR_EACH_CONV(m, cv, {
+        if (cv->int8 && (cv->cout % ENG_PACK_NR ||
+                         int8_bytes(cv) > sizeof(float) * align16(conv_w_floats(cv)))) {
+            st = eng_errf(ENG_ERR_UNSUPPORTED, err, errlen,
+                          "%s: int8 needs output channels in multiples of %d (a conv has %d)",
+                          spec, ENG_PACK_NR, cv->cout);
+            goto fail;
+        }
         /* each conv's w and bias 64-byte aligned */
         total += align16(conv_w_floats(cv)) + align16((size_t)cv->cout);
         size_t need = conv_floats(cv) + 3 * (size_t)cv->cout;
@@ -546,6 +604,15 @@ struct eng_ctx {
     float *buf[NBUF + 1]; /* rotating activations (NHWC), then the handoff */
     float *col;          /* im2col scratch */
     float *pooled;       /* [max_batch][feat] */
+    /* int8 only (NULL in fp32): u8 copies of activation buffers, made when
+     * a conv needs one; the block input keeps its copy while the convs of
+     * its block run, so two suffice. */
+    uint8_t *q[2];       /* [act] each: buf[qof[i]] quantized per image */
+    int qof[2];          /* which buf q[i] holds, -1 for none */
+    float *qscale[2];    /* [max_batch]: per-image scale of q[i] */
+    float *qmax;         /* [max_batch]: per-image maxima of buf[max_of] */
+    int max_of;          /* the buffer the last int8 conv wrote, -1 for none */
+    float *tslots;       /* [ntasks][max_batch]: tasks' partial maxima */
     float *mem;          /* the single allocation behind all of the above */
     size_t bytes;
 };
@@ -613,7 +680,14 @@ enum eng_status eng_ctx_new(const struct eng_model *m, int max_batch, int size,
     size_t act = align16(act_floats), col = align16(col_floats);
     size_t handoff = align16(c->handoff_img * max_batch);
     size_t pooled = align16((size_t)max_batch * m->feat);
-    size_t floats = NBUF * act + handoff + col + pooled;
+    const bool int8 = !strcmp(m->info.precision, "int8");
+    /* int8: two u8 buffers (for any activation buffer, the handoff too), two
+     * scale vectors, the maxima and the task slots */
+    size_t qelems = act_floats > c->handoff_img * max_batch ? act_floats : c->handoff_img * max_batch;
+    size_t qbuf = int8 ? align16((qelems + 3) / 4) : 0;
+    size_t qvec = int8 ? align16((size_t)max_batch) : 0;
+    size_t slots = int8 ? align16((size_t)c->ntasks * max_batch) : 0;
+    size_t floats = NBUF * act + handoff + col + pooled + 2 * qbuf + 3 * qvec + slots;
     c->bytes = floats * sizeof(float);
     c->mem = aligned_alloc(64, c->bytes);
     if (!c->mem) {
@@ -625,6 +699,17 @@ enum eng_status eng_ctx_new(const struct eng_model *m, int max_batch, int size,
     c->buf[HANDOFF] = c->mem + NBUF * act;
     c->col = c->buf[HANDOFF] + handoff;
     c->pooled = c->col + col;
+    float *p = c->pooled + pooled;
+    for (int i = 0; i < 2 && int8; i++) {
+        c->q[i] = (uint8_t *)p;
+        p += qbuf;
+        c->qscale[i] = p;
+        p += qvec;
+    }
+    if (int8) {
+        c->qmax = p;
+        c->tslots = p + qvec;
+    }
     *out = c;
     return ENG_OK;
 }
@@ -651,36 +736,79 @@ static int free_buf(unsigned used) {
     return -1; /* unreachable: a block holds at most three live buffers */
 }
 
+/* The u8 copy of buf[in] (n images of img_len values) for an int8 conv,
+ * made now unless one is current; it never replaces the copy of buf[keep]
+ * (the block input, which its projection shortcut still reads). The
+ * maxima come from the conv that wrote buf[in] when it was int8. Returns
+ * the slot. */
+static int quantized(struct eng_ctx *c, int in, int keep, int n, size_t img_len) {
+    for (int i = 0; i < 2; i++)
+        if (c->qof[i] == in) return i;
+    int s = c->qof[0] == keep && keep != in ? 1 : 0;
+    if (c->max_of != in) {
+        for (int i = 0; i < n; i++) c->qmax[i] = eng_max_f32(c->buf[in] + i * img_len, img_len);
+        c->max_of = in;
+    }
+    eng_quantize_images(c->q[s], c->qscale[s], c->buf[in], c->qmax, n, img_len,
+                        eng_pool_share(c->ntasks));
+    c->qof[s] = in;
+    return s;
+}
+
+/* buf[out] = act(conv(buf[in]) + bias (+ buf[res] when res >= 0)), n images
+ * of hin x hin, in the model's precision; keep: the block input. */
+static void block_conv(struct eng_ctx *c, int n, int out, int in, const struct eng_conv *cv,
+                       int hin, int res, bool relu, int keep) {
+    float **buf = c->buf;
+    const float *r = res >= 0 ? buf[res] : NULL;
+    if (!cv->int8) {
+        eng_conv_forward(buf[out], buf[in], cv, n, hin, hin, r, relu, c->col,
+                         eng_pool_share(c->ntasks));
+        return;
+    }
+    int s = quantized(c, in, keep, n, (size_t)cv->cin * hin * hin);
+    /* maxima only where a next conv reads the output as u8 (after ReLU) */
+    struct eng_i8_epi e = {.ascale = c->qscale[s], .res = r, .tmax = relu ? c->qmax : NULL,
+                           .relu = relu};
+    eng_conv_forward_int8(buf[out], c->q[s], cv, n, hin, hin, &e, c->col, c->tslots,
+                          eng_pool_share(c->ntasks));
+    for (int i = 0; i < 2; i++)
+        if (c->qof[i] == out) c->qof[i] = -1; /* its copy is stale now */
+    if (relu)
+        c->max_of = out;
+    else if (c->max_of == out)
+        c->max_of = -1;
+}
+
 /* Runs blocks [b0, b1) on n images whose input (h x h) is in buffer x;
  * returns the buffer holding the output and updates *h. */
 static int run_blocks(struct eng_ctx *c, int b0, int b1, int n, int x, int *h) {
     const struct eng_model *m = c->m;
-    float **buf = c->buf;
     int hh = *h;
-#define CONV(out, in, cv, hin, res, relu)                                                          \
-    eng_conv_forward(buf[out], buf[in], cv, n, hin, hin, res, relu, c->col,                        \
-                     eng_pool_share(c->ntasks))
+    /* the input was written by the stem, the pool or a copy: no u8 copies */
+    c->qof[0] = c->qof[1] = c->max_of = -1;
+#define CONV(out, in, cv, hin, res, relu) block_conv(c, n, out, in, cv, hin, res, relu, x)
     for (int b = b0; b < b1; b++) {
         const struct eng_block *blk = &m->blocks[b];
         unsigned used = 1u << x;
         int t1 = free_buf(used);
         used |= 1u << t1;
         int ho = eng_out_dim(hh, blk->c1.k, blk->c1.stride, blk->c1.pad);
-        CONV(t1, x, &blk->c1, hh, NULL, true);
+        CONV(t1, x, &blk->c1, hh, -1, true);
         int y;
         if (m->info.bottleneck) {
             /* 1x1 reduce, 3x3 (strided), then 1x1 expand + shortcut + ReLU */
             int t2 = free_buf(used);
             used |= 1u << t2;
             int h2 = eng_out_dim(ho, blk->c2.k, blk->c2.stride, blk->c2.pad);
-            CONV(t2, t1, &blk->c2, ho, NULL, true);
+            CONV(t2, t1, &blk->c2, ho, -1, true);
             int id = x;
             if (blk->has_ds) {
                 id = free_buf(used);
-                CONV(id, x, &blk->ds, hh, NULL, false);
+                CONV(id, x, &blk->ds, hh, -1, false);
             }
             y = t1; /* t1 is dead once conv2 has run */
-            CONV(y, t2, &blk->c3, h2, buf[id], true);
+            CONV(y, t2, &blk->c3, h2, id, true);
             hh = h2;
         } else {
             /* 3x3 (strided), then 3x3 + shortcut + ReLU */
@@ -688,10 +816,10 @@ static int run_blocks(struct eng_ctx *c, int b0, int b1, int n, int x, int *h) {
             if (blk->has_ds) {
                 id = free_buf(used);
                 used |= 1u << id;
-                CONV(id, x, &blk->ds, hh, NULL, false);
+                CONV(id, x, &blk->ds, hh, -1, false);
             }
             y = free_buf(used);
-            CONV(y, t1, &blk->c2, ho, buf[id], true);
+            CONV(y, t1, &blk->c2, ho, id, true);
             hh = ho;
         }
         x = y;

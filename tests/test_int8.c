@@ -265,11 +265,136 @@ static void test_quantizer(void) {
     CHECK(eng_max_f32(x, N) == 3.0f, "max %g", (double)eng_max_f32(x, N));
 }
 
+/* ------------------------------------------------------------------------ */
+/* Batch invariance                                                         */
+/* ------------------------------------------------------------------------ */
+
+#define INV_SIZE 64 /* small images: the whole graph runs, quickly */
+#define INV_BATCH 5
+
+/* logits[n][classes] for images x[0..n) run in one forward pass of a new
+ * context made while the pool has `threads` threads. */
+static bool forward_with(const struct eng_model *m, int threads, const float *x, int n,
+                         float *logits) {
+    eng_set_threads(threads);
+    struct eng_ctx *c = NULL;
+    bool ok = eng_ctx_new(m, INV_BATCH, INV_SIZE, &c, NULL, 0) == ENG_OK &&
+              eng_ctx_forward(c, x, n, logits) == ENG_OK;
+    eng_ctx_free(c);
+    return ok;
+}
+
+struct inv_thread {
+    const struct eng_model *m;
+    const float *x;
+    float *logits; /* [INV_BATCH][classes], every image in batches of 3, 2 */
+    bool ok;
+};
+
+static void *inv_worker(void *arg) {
+    struct inv_thread *t = arg;
+    const int classes = eng_model_get_info(t->m)->num_classes;
+    const size_t img = (size_t)3 * INV_SIZE * INV_SIZE;
+    struct eng_ctx *c = NULL;
+    t->ok = eng_ctx_new(t->m, INV_BATCH, INV_SIZE, &c, NULL, 0) == ENG_OK;
+    for (int round = 0; round < 4 && t->ok; round++)
+        t->ok = eng_ctx_forward(c, t->x, 3, t->logits) == ENG_OK &&
+                eng_ctx_forward(c, t->x + 3 * img, 2, t->logits + (size_t)3 * classes) == ENG_OK;
+    eng_ctx_free(c);
+    return NULL;
+}
+
+/* Each image alone on one thread is the reference; in batches of 1 ..
+ * INV_BATCH at every place, on 1 and 2 pool threads, and in two contexts
+ * running at once, it must give the same bits. */
+static void check_invariance(const char *spec, enum eng_precision prec) {
+    char err[512];
+    struct eng_model *m = NULL;
+    CHECK(eng_model_load_ex(spec, prec, &m, err, sizeof err) == ENG_OK, "%s", err);
+    const int classes = eng_model_get_info(m)->num_classes;
+    const size_t img = (size_t)3 * INV_SIZE * INV_SIZE, nl = (size_t)INV_BATCH * classes;
+    float *x = malloc(sizeof(float) * img * INV_BATCH), *want = malloc(sizeof(float) * nl);
+    float *got = malloc(sizeof(float) * nl), *got2 = malloc(sizeof(float) * nl);
+    for (size_t i = 0; i < img * INV_BATCH; i++) x[i] = frand() * 2;
+    bool ok = true;
+    char why[256] = "";
+    for (int i = 0; i < INV_BATCH && ok; i++)
+        ok = forward_with(m, 1, x + i * img, 1, want + (size_t)i * classes);
+    for (int threads = 1; threads <= 2 && ok; threads++)
+        for (int n = 1; n <= INV_BATCH && ok; n++)
+            for (int first = 0; first + n <= INV_BATCH && ok; first++) {
+                ok = forward_with(m, threads, x + first * img, n, got);
+                if (ok && memcmp(got, want + (size_t)first * classes, sizeof(float) * n * classes)) {
+                    snprintf(why, sizeof why, "%d thread(s), images %d..%d in one batch", threads,
+                             first, first + n - 1);
+                    ok = false;
+                }
+            }
+    if (ok) { /* two contexts at once on a 2-thread pool */
+        eng_set_threads(2);
+        struct inv_thread t[2] = {{m, x, got, false}, {m, x, got2, false}};
+        pthread_t th[2];
+        for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, inv_worker, &t[i]);
+        for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+        ok = t[0].ok && t[1].ok;
+        if (ok && (memcmp(got, want, sizeof(float) * nl) || memcmp(got2, want, sizeof(float) * nl))) {
+            snprintf(why, sizeof why, "two contexts at once");
+            ok = false;
+        }
+    }
+    eng_shutdown();
+    free(x);
+    free(want);
+    free(got);
+    free(got2);
+    eng_model_free(m);
+    CHECK(ok, "%s %s: %s", spec, eng_precision_name(prec), *why ? why : "forward failed");
+    printf("  int8.batch_invariance: %s %s: bit-identical over batches 1..%d, every place, "
+           "1 and 2 threads, two contexts\n",
+           spec, eng_precision_name(prec), INV_BATCH);
+}
+
+static void test_batch_invariance_fp32(void) {
+    check_invariance("random:resnet50:3", ENG_PRECISION_FP32);
+    check_invariance("random:resnet18:3", ENG_PRECISION_FP32);
+}
+
+static void test_batch_invariance_int8(void) {
+    if (eng_precision_supported(ENG_PRECISION_INT8, NULL, 0) != ENG_OK)
+        SKIP("this CPU has no AVX-512 VNNI");
+    check_invariance("random:resnet50:3", ENG_PRECISION_INT8);
+    check_invariance("random:resnet18:3", ENG_PRECISION_INT8);
+}
+
+/* int8 on a CPU without VNNI is refused with a message, never run slowly. */
+static void test_precision_api(void) {
+    char err[256] = "";
+    enum eng_precision p;
+    CHECK(eng_precision_parse("int8", &p, err, sizeof err) == ENG_OK && p == ENG_PRECISION_INT8);
+    CHECK(eng_precision_parse("fp16", &p, err, sizeof err) == ENG_ERR_ARG && strstr(err, "fp32"));
+    enum eng_status st = eng_precision_supported(ENG_PRECISION_INT8, err, sizeof err);
+    CHECK(st == (eng_vnni_available() ? ENG_OK : ENG_ERR_UNSUPPORTED));
+    struct eng_model *m = NULL;
+    st = eng_model_load_ex("random:resnet18", ENG_PRECISION_INT8, &m, err, sizeof err);
+    if (st == ENG_OK) {
+        CHECK(!strcmp(eng_model_get_info(m)->precision, "int8"));
+        eng_model_free(m);
+    } else {
+        CHECK(st == ENG_ERR_UNSUPPORTED && strstr(err, "VNNI"), "%s", err);
+    }
+    CHECK(eng_model_load("random:resnet18", &m, err, sizeof err) == ENG_OK);
+    CHECK(!strcmp(eng_model_get_info(m)->precision, "fp32"));
+    eng_model_free(m);
+}
+
 int main(void) {
     t_suite = "int8";
     RUN(test_kernel_matches_reference);
     RUN(test_layer_driver);
     RUN(test_reference_is_a_convolution);
     RUN(test_quantizer);
+    RUN(test_precision_api);
+    RUN(test_batch_invariance_fp32);
+    RUN(test_batch_invariance_int8);
     return t_done();
 }
