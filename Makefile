@@ -59,6 +59,8 @@ $(B)/engine/conv_avx512.o: CFLAGS += -mavx512f -mfma
 # Likewise the int8 kernels, with VNNI (vpdpbusd); they run only when cpuid
 # reports avx512_vnni and avx512bw.
 $(B)/engine/conv_int8.o: CFLAGS += -mavx512f -mavx512bw -mavx512vnni -mavx512vl -mfma
+# And the AMX tiles (tdpbusd), run only when cpuid and Linux allow them.
+$(B)/engine/conv_amx.o: CFLAGS += -mavx512f -mavx512bw -mamx-tile -mamx-int8
 
 # The ImageNet class names are compiled in, so a binary runs with no data files.
 $(B)/gen/labels_data.c: engine/imagenet_labels.txt

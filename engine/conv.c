@@ -31,8 +31,14 @@ static int col_chunk_rows(const struct eng_conv *cv, int m) {
     return rows < (size_t)m ? (int)rows : m;
 }
 
+/* Scratch bytes of one int8 task, a multiple of 64. */
+static size_t i8_task_bytes(const struct eng_conv *cv) {
+    size_t b = cv->amx ? eng_amx_scratch_bytes(cv) : eng_i8_scratch_bytes();
+    return (b + 63) / 64 * 64;
+}
+
 size_t eng_conv_col_floats(const struct eng_conv *cv, int n, int h, int w, int ntasks) {
-    if (cv->int8) return (size_t)ntasks * ((eng_i8_scratch_bytes() + 63) / 64 * 16);
+    if (cv->int8) return (size_t)ntasks * (i8_task_bytes(cv) / 4);
     if (cv->wino) return (size_t)ntasks * eng_winograd_scratch_floats(cv->cin, cv->cout);
     if (cv->packed) return (size_t)ntasks * eng_avx512_scratch_floats();
     if (conv_is_direct(cv)) return 0;
@@ -309,8 +315,11 @@ static void i8_task(void *arg, int t) {
     }
     int m0, m1, p0, p1;
     split_share(j->m, j->cv->cout, j->by_rows, j->ntasks, t, &m0, &m1, &p0, &p1);
-    eng_conv_int8(j->out, j->in, j->cv, j->h, j->w, &e, m0, m1, p0, p1,
-                  j->scratch + (size_t)t * j->scratch_stride);
+    uint8_t *scratch = j->scratch + (size_t)t * j->scratch_stride;
+    if (j->cv->amx)
+        eng_conv_amx(j->out, j->in, j->cv, j->h, j->w, &e, m0, m1, p0, p1, scratch);
+    else
+        eng_conv_int8(j->out, j->in, j->cv, j->h, j->w, &e, m0, m1, p0, p1, scratch);
 }
 
 void eng_conv_forward_int8(float *out, const uint8_t *in, const struct eng_conv *cv, int n, int h,
@@ -318,7 +327,7 @@ void eng_conv_forward_int8(float *out, const uint8_t *in, const struct eng_conv 
                            int ntasks) {
     struct i8_job j = {.out = out, .in = in, .cv = cv, .e = e, .scratch = (uint8_t *)col,
                        .tslots = tslots, .n = n, .h = h, .w = w};
-    j.scratch_stride = (eng_i8_scratch_bytes() + 63) / 64 * 64;
+    j.scratch_stride = i8_task_bytes(cv);
     j.m = n * eng_out_dim(h, cv->k, cv->stride, cv->pad) * eng_out_dim(w, cv->k, cv->stride, cv->pad);
     j.ntasks = split_tasks(j.m, cv->cout, ntasks, &j.by_rows);
     eng_pool_run(i8_task, &j, j.ntasks);

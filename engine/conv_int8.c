@@ -204,12 +204,47 @@ void eng_conv_int8(float *out, const uint8_t *in, const struct eng_conv *cv, int
                 }
             }
         }
-        if (e->tmax)
-            for (int r = 0; r < rows; r++) {
-                float v = hmax(_mm512_load_ps(rowmax + (size_t)r * 16));
-                float *t = &e->tmax[(mb + r) / hw];
-                if (v > *t) *t = v;
-            }
+        if (e->tmax) eng_i8_fold_max(e->tmax, rowmax, mb, rows, hw);
+    }
+}
+
+void eng_i8_gather(uint8_t *dst, const struct eng_rowsrc *r, const struct eng_conv *cv, int h,
+                   int w, int k0, int k1) {
+    gather_row(dst, r, cv, h, w, k0, k1);
+}
+
+void eng_i8_epilogue(float *out, size_t ldc, const int32_t *sums, int mr, const float *bias,
+                     const float *wscale, const float *rowscale, const float *res, float *rowmax,
+                     bool relu) {
+    const __m512 bias0 = _mm512_loadu_ps(bias), bias1 = _mm512_loadu_ps(bias + 16);
+    const __m512 ws0 = _mm512_loadu_ps(wscale), ws1 = _mm512_loadu_ps(wscale + 16);
+    const __m512 lo = _mm512_set1_ps(relu ? 0.0f : -__builtin_inff());
+    /* the same operations as tile()'s epilogue, so both give the same bits */
+    for (int i = 0; i < mr; i++) {
+        const __m512 s = _mm512_set1_ps(rowscale[i]);
+        const int32_t *q = sums + (size_t)i * NR;
+        __m512 v0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(q)), _mm512_mul_ps(ws0, s), bias0);
+        __m512 v1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(q + 16)), _mm512_mul_ps(ws1, s), bias1);
+        if (res) {
+            v0 = _mm512_add_ps(v0, _mm512_loadu_ps(res + i * ldc));
+            v1 = _mm512_add_ps(v1, _mm512_loadu_ps(res + i * ldc + 16));
+        }
+        v0 = _mm512_max_ps(v0, lo);
+        v1 = _mm512_max_ps(v1, lo);
+        _mm512_storeu_ps(out + i * ldc, v0);
+        _mm512_storeu_ps(out + i * ldc + 16, v1);
+        if (rowmax) {
+            float *rm = rowmax + i * 16;
+            _mm512_storeu_ps(rm, _mm512_max_ps(_mm512_loadu_ps(rm), _mm512_max_ps(v0, v1)));
+        }
+    }
+}
+
+void eng_i8_fold_max(float *tmax, const float *rowmax, int m0, int rows, int hw) {
+    for (int r = 0; r < rows; r++) {
+        float v = hmax(_mm512_loadu_ps(rowmax + (size_t)r * 16));
+        float *t = &tmax[(m0 + r) / hw];
+        if (v > *t) *t = v;
     }
 }
 

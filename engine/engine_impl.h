@@ -74,6 +74,7 @@ struct eng_conv {
                     w is [36][cout / ENG_PACK_NR][cin][ENG_PACK_NR] */
     bool int8;   /* runs on the VNNI kernels (conv_int8.c): reads u8
                     activations, uses wq and wscale below */
+    bool amx;    /* int8 on AMX tiles (conv_amx.c) rather than VNNI */
     int8_t *wq;  /* [cout / ENG_PACK_NR][kdim4 / 4][ENG_PACK_NR][4], kdim4 =
                     k * k * cin rounded up to 4 (zeros past the end); inside w */
     float *wscale; /* [cout]: weight of channel o = wq * wscale[o] */
@@ -185,6 +186,33 @@ static inline int eng_i8_kdim4(const struct eng_conv *cv) {
 
 /* True when the CPU (and OS) run AVX-512 VNNI with AVX-512BW. */
 bool eng_vnni_available(void);
+
+/* dst[0 .. k1-k0) = row r's u8 activations for reduction indices [k0, k1),
+ * zeros past k * k * cin (up to kdim4). */
+void eng_i8_gather(uint8_t *dst, const struct eng_rowsrc *r, const struct eng_conv *cv, int h,
+                   int w, int k0, int k1);
+
+/* The int8 epilogue on mr rows of s32 sums ([mr][ENG_PACK_NR]) of one
+ * weight panel: out (rows ldc floats apart) = act(sum * wscale * rowscale
+ * + bias (+ res)); rowmax: NULL or [mr][16] running maxima. */
+void eng_i8_epilogue(float *out, size_t ldc, const int32_t *sums, int mr, const float *bias,
+                     const float *wscale, const float *rowscale, const float *res, float *rowmax,
+                     bool relu);
+
+/* tmax[image of row m0 + r] = max(itself, max of rowmax[r][0..16)), r < rows. */
+void eng_i8_fold_max(float *tmax, const float *rowmax, int m0, int rows, int hw);
+
+/* conv_amx.c: the same convolution on AMX tiles, when the CPU has AMX-INT8
+ * and Linux grants the tile state (asked once). Same bits as eng_conv_int8. */
+bool eng_amx_available(void);
+bool eng_amx_fits(const struct eng_conv *cv); /* kdim4 a multiple of 64 */
+size_t eng_amx_scratch_bytes(const struct eng_conv *cv);
+void eng_conv_amx(float *out, const uint8_t *in, const struct eng_conv *cv, int h, int w,
+                  const struct eng_i8_epi *e, int m0, int m1, int p0, int p1, uint8_t *abuf);
+
+/* Whether int8 models loaded from now on may use AMX (default yes; the
+ * tests and the benchmark turn it off to run the VNNI kernels). */
+void eng_int8_allow_amx(bool allow);
 
 /* Quantizes w: [cout][kdim] (fp32, BN folded) per output channel into
  * wq (packed as struct eng_conv says) and wscale: [cout]. cout must be a

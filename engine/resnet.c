@@ -409,6 +409,11 @@ bad:
 }
 
 static enum eng_kernel kernel_choice = ENG_KERNEL_AUTO;
+static bool int8_amx = true;
+
+void eng_int8_allow_amx(bool allow) {
+    int8_amx = allow;
+}
 
 const char *eng_precision_name(enum eng_precision p) {
     return p == ENG_PRECISION_FP32 ? "fp32" : p == ENG_PRECISION_INT8 ? "int8" : "?";
@@ -451,10 +456,14 @@ enum eng_status eng_set_kernel(enum eng_kernel k) {
  * stem, whose input is signed, stays fp32). */
 static void model_choose_kernels(struct eng_model *m, enum eng_precision prec) {
     bool avx512 = kernel_choice != ENG_KERNEL_OPENBLAS && eng_avx512_available();
+    bool amx = prec == ENG_PRECISION_INT8 && int8_amx && eng_amx_available();
     snprintf(m->info.kernel, sizeof m->info.kernel, "%s",
-             prec == ENG_PRECISION_INT8 ? "avx512vnni" : avx512 ? "avx512" : "openblas");
+             prec == ENG_PRECISION_INT8 ? (amx ? "amx" : "avx512vnni")
+             : avx512                   ? "avx512"
+                                        : "openblas");
     FOR_EACH_CONV(m, cv, {
         cv->int8 = prec == ENG_PRECISION_INT8 && cv != &m->stem;
+        cv->amx = cv->int8 && amx && eng_amx_fits(cv);
         cv->packed = !cv->int8 && avx512 && cv->cout % ENG_PACK_NR == 0;
         cv->wino = cv->packed && cv->k == 3 && cv->stride == 1 && cv->pad == 1 &&
                    cv->cin % 16 == 0;

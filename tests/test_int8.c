@@ -106,7 +106,8 @@ static bool case_make(struct i8_case *c, const struct shape *s) {
 
 /* Runs the kernel split into `tasks` ranges of rows (or of panels) and
  * compares output and per-image maxima with the reference, bit for bit. */
-static bool run_case(const struct shape *s, int tasks, bool by_panels, char *why, size_t whylen) {
+static bool run_case(const struct shape *s, int tasks, bool by_panels, bool amx, char *why,
+                     size_t whylen) {
     struct i8_case c;
     bool ok = false;
     float *want = NULL, *got = NULL;
@@ -117,7 +118,8 @@ static bool run_case(const struct shape *s, int tasks, bool by_panels, char *why
     }
     want = malloc(sizeof(float) * c.out_len);
     got = malloc(sizeof(float) * c.out_len);
-    scratch = aligned_alloc(64, eng_i8_scratch_bytes() + CANARY);
+    const size_t sbytes = ((amx ? eng_amx_scratch_bytes(&c.cv) : eng_i8_scratch_bytes()) + 63) / 64 * 64;
+    scratch = aligned_alloc(64, sbytes + CANARY);
     if (!want || !got || !scratch) {
         snprintf(why, whylen, "out of memory");
         goto out;
@@ -127,7 +129,7 @@ static bool run_case(const struct shape *s, int tasks, bool by_panels, char *why
                            .tmax = s->relu ? tmax_want : NULL, .relu = s->relu};
     eng_conv_int8_ref(want, c.in, &c.cv, s->n, s->h, s->w, &e);
     e.tmax = s->relu ? tmax_got : NULL;
-    memset(scratch + eng_i8_scratch_bytes(), 0xa5, CANARY);
+    memset(scratch + sbytes, 0xa5, CANARY);
     const int m = s->n * c.ho * c.wo, panels = s->cout / ENG_PACK_NR;
     for (int t = 0; t < tasks; t++) {
         int m0 = 0, m1 = m, p0 = 0, p1 = panels;
@@ -138,17 +140,20 @@ static bool run_case(const struct shape *s, int tasks, bool by_panels, char *why
             m0 = (int)((int64_t)m * t / tasks);
             m1 = (int)((int64_t)m * (t + 1) / tasks);
         }
-        eng_conv_int8(got, c.in, &c.cv, s->h, s->w, &e, m0, m1, p0, p1, scratch);
+        if (amx)
+            eng_conv_amx(got, c.in, &c.cv, s->h, s->w, &e, m0, m1, p0, p1, scratch);
+        else
+            eng_conv_int8(got, c.in, &c.cv, s->h, s->w, &e, m0, m1, p0, p1, scratch);
     }
     for (int i = 0; i < CANARY; i++)
-        if (scratch[eng_i8_scratch_bytes() + i] != 0xa5) {
+        if (scratch[sbytes + i] != 0xa5) {
             snprintf(why, whylen, "%s: scratch canary overwritten at +%d", s->name, i);
             goto out;
         }
     for (size_t i = 0; i < c.out_len; i++)
         if (memcmp(&got[i], &want[i], sizeof(float))) {
-            snprintf(why, whylen, "%s, %d task(s) by %s: output %zu is %.9g, reference %.9g",
-                     s->name, tasks, by_panels ? "panels" : "rows", i, (double)got[i],
+            snprintf(why, whylen, "%s%s, %d task(s) by %s: output %zu is %.9g, reference %.9g",
+                     amx ? "AMX " : "", s->name, tasks, by_panels ? "panels" : "rows", i, (double)got[i],
                      (double)want[i]);
             goto out;
         }
@@ -172,10 +177,55 @@ static void test_kernel_matches_reference(void) {
     char why[512];
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const struct shape *s = &shapes[i];
-        CHECK(run_case(s, 1, false, why, sizeof why), "%s", why);
-        CHECK(run_case(s, 3, false, why, sizeof why), "%s", why);
-        if (s->cout / ENG_PACK_NR >= 2) CHECK(run_case(s, 2, true, why, sizeof why), "%s", why);
+        CHECK(run_case(s, 1, false, false, why, sizeof why), "%s", why);
+        CHECK(run_case(s, 3, false, false, why, sizeof why), "%s", why);
+        if (s->cout / ENG_PACK_NR >= 2)
+            CHECK(run_case(s, 2, true, false, why, sizeof why), "%s", why);
     }
+}
+
+/* The AMX kernel gives the same bits, on the shapes it takes (reduction a
+ * multiple of 64 bytes: every conv of a ResNet's blocks). */
+static void test_amx_matches_reference(void) {
+    if (!eng_amx_available()) SKIP("this CPU (or kernel) gives no AMX-INT8");
+    char why[512];
+    int ran = 0;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const struct shape *s = &shapes[i];
+        struct eng_conv cv = {.cin = s->cin, .cout = s->cout, .k = s->k};
+        if (!eng_amx_fits(&cv)) continue;
+        CHECK(run_case(s, 1, false, true, why, sizeof why), "%s", why);
+        CHECK(run_case(s, 3, false, true, why, sizeof why), "%s", why);
+        if (s->cout / ENG_PACK_NR >= 2)
+            CHECK(run_case(s, 2, true, true, why, sizeof why), "%s", why);
+        ran++;
+    }
+    CHECK(ran >= 5, "only %d shapes fit", ran);
+}
+
+/* A whole int8 model gives the same logits on AMX as on VNNI. */
+static void test_amx_model_same_bits(void) {
+    if (!eng_amx_available()) SKIP("this CPU (or kernel) gives no AMX-INT8");
+    struct eng_model *m[2] = {NULL, NULL};
+    const int size = 96, n = 2;
+    const size_t img = (size_t)3 * size * size;
+    float x[2 * 3 * 96 * 96], l[2][2 * 1000];
+    for (size_t i = 0; i < img * n; i++) x[i] = frand() * 2;
+    bool ok = true;
+    for (int k = 0; k < 2 && ok; k++) {
+        eng_int8_allow_amx(k == 0);
+        struct eng_ctx *c = NULL;
+        ok = eng_model_load_ex("random:resnet50:9", ENG_PRECISION_INT8, &m[k], NULL, 0) == ENG_OK &&
+             eng_ctx_new(m[k], n, size, &c, NULL, 0) == ENG_OK && eng_ctx_forward(c, x, n, l[k]) == ENG_OK;
+        eng_ctx_free(c);
+    }
+    eng_int8_allow_amx(true);
+    bool kinds = ok && !strcmp(eng_model_get_info(m[0])->kernel, "amx") &&
+                 !strcmp(eng_model_get_info(m[1])->kernel, "avx512vnni");
+    eng_model_free(m[0]);
+    eng_model_free(m[1]);
+    CHECK(ok && kinds, "load or forward failed");
+    CHECK(!memcmp(l[0], l[1], sizeof l[0]), "AMX and VNNI logits differ");
 }
 
 /* The layer driver in conv.c (task split, maxima over tasks) gives the
@@ -390,6 +440,8 @@ static void test_precision_api(void) {
 int main(void) {
     t_suite = "int8";
     RUN(test_kernel_matches_reference);
+    RUN(test_amx_matches_reference);
+    RUN(test_amx_model_same_bits);
     RUN(test_layer_driver);
     RUN(test_reference_is_a_convolution);
     RUN(test_quantizer);

@@ -49,6 +49,7 @@ for f in "${SRCS[@]}"; do
     extra=""
     [ "$f" = engine/conv_avx512.c ] && extra="-mavx512f -mfma"
     [ "$f" = engine/conv_int8.c ] && extra="-mavx512f -mavx512bw -mavx512vnni -mavx512vl -mfma"
+    [ "$f" = engine/conv_amx.c ] && extra="-mavx512f -mavx512bw -mamx-tile -mamx-int8"
     if [ ! -f "$o" ] || [ "$f" -nt "$o" ] || [ "$0" -nt "$o" ]; then
         # shellcheck disable=SC2086
         $CLANG $CFLAGS $extra -fsanitize=fuzzer-no-link -c "$f" -o "$o" &

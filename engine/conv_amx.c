@@ -1,0 +1,125 @@
+/* conv_amx.c: the int8 convolution on Intel AMX tiles (tdpbusd: a 16x64 u8
+ * tile times a 64x16 s8 tile into 16x16 s32, 16 times the work of one
+ * vpdpbusd), for CPUs that have it; the same packed weights, sums and
+ * epilogue as the VNNI kernels in conv_int8.c, so the results are the same
+ * bits. conv.c decides when it runs.
+ *
+ * Only this file is compiled with -mamx-tile -mamx-int8; nothing here runs
+ * unless eng_amx_available() said yes (cpuid and the kernel's permission). */
+#include "engine_impl.h"
+
+#include <cpuid.h>
+#include <immintrin.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define NR ENG_PACK_NR
+/* Rows gathered per block, each with the whole reduction: every weight
+ * panel is read from L2 once per MB rows (MB x kdim4 <= 576 KB in L2). */
+#define MB 128
+#define TR 16 /* tile rows */
+#define TK 64 /* tile reduction bytes */
+
+_Static_assert(NR == 2 * 16, "two 16-channel B tiles per weight panel");
+
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+static bool amx_ok;
+static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
+
+static void amx_probe(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return;
+    const bool tile = d & (1u << 24), int8 = d & (1u << 25);
+    /* Linux hands out the 8 KB tile state only to processes that ask */
+    amx_ok = tile && int8 && eng_vnni_available() &&
+             syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+}
+
+bool eng_amx_available(void) {
+    pthread_once(&amx_once, amx_probe);
+    return amx_ok;
+}
+
+bool eng_amx_fits(const struct eng_conv *cv) {
+    return eng_i8_kdim4(cv) % TK == 0 && cv->cout % NR == 0;
+}
+
+size_t eng_amx_scratch_bytes(const struct eng_conv *cv) {
+    /* gathered rows [MB][kdim4], sums [32][NR] s32, row maxima [MB][16] */
+    return (size_t)MB * eng_i8_kdim4(cv) + 32 * NR * 4 + (size_t)MB * 16 * 4;
+}
+
+struct tilecfg {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+};
+
+void eng_conv_amx(float *out, const uint8_t *in, const struct eng_conv *cv, int h, int w,
+                  const struct eng_i8_epi *e, int m0, int m1, int p0, int p1, uint8_t *abuf) {
+    const int ho = eng_out_dim(h, cv->k, cv->stride, cv->pad);
+    const int wo = eng_out_dim(w, cv->k, cv->stride, cv->pad);
+    const int hw = ho * wo, kdim4 = eng_i8_kdim4(cv), cout = cv->cout;
+    const size_t img_bytes = (size_t)h * w * cv->cin;
+    int32_t *sums = (int32_t *)(abuf + (size_t)MB * kdim4);    /* [32][NR] */
+    float *rowmax = (float *)(sums + 32 * NR);                  /* [MB][16] */
+    /* tiles 0-3: sums (2 row halves x 2 channel halves); 4-5: activations;
+     * 6-7: weights; all 16 rows of 64 bytes */
+    struct tilecfg cfg = {.palette = 1};
+    for (int t = 0; t < 8; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = TR;
+    }
+    _tile_loadconfig(&cfg);
+    float rscale[MB];
+    for (int mb = m0; mb < m1; mb += MB) {
+        const int rows = m1 - mb < MB ? m1 - mb : MB;
+        for (int r = 0; r < rows; r++) {
+            int m = mb + r, img = m / hw, rem = m % hw;
+            struct eng_rowsrc src = {in + (size_t)img * img_bytes,
+                                     (rem / wo) * cv->stride - cv->pad,
+                                     (rem % wo) * cv->stride - cv->pad};
+            eng_i8_gather(abuf + (size_t)r * kdim4, &src, cv, h, w, 0, kdim4);
+            rscale[r] = e->ascale[img];
+        }
+        /* rows past the end feed tile rows whose sums are dropped */
+        const int rows32 = (rows + 31) & ~31;
+        memset(abuf + (size_t)rows * kdim4, 0, (size_t)(rows32 - rows) * kdim4);
+        if (e->tmax) memset(rowmax, 0, sizeof(float) * 16 * (size_t)rows);
+        for (int p = p0; p < p1; p++) {
+            const int8_t *b = cv->wq + (size_t)p * kdim4 * NR; /* [kdim4 / 4][NR][4] */
+            for (int r0 = 0; r0 < rows; r0 += 32) {
+                const uint8_t *a = abuf + (size_t)r0 * kdim4;
+                _tile_zero(0);
+                _tile_zero(1);
+                _tile_zero(2);
+                _tile_zero(3);
+                for (int k = 0; k < kdim4; k += TK) {
+                    _tile_loadd(4, a + k, kdim4);
+                    _tile_loadd(5, a + (size_t)TR * kdim4 + k, kdim4);
+                    _tile_loadd(6, b + (size_t)k * NR, 4 * NR);
+                    _tile_loadd(7, b + (size_t)k * NR + 64, 4 * NR);
+                    _tile_dpbusd(0, 4, 6);
+                    _tile_dpbusd(1, 4, 7);
+                    _tile_dpbusd(2, 5, 6);
+                    _tile_dpbusd(3, 5, 7);
+                }
+                _tile_stored(0, sums, 4 * NR);
+                _tile_stored(1, sums + 16, 4 * NR);
+                _tile_stored(2, sums + TR * NR, 4 * NR);
+                _tile_stored(3, sums + TR * NR + 16, 4 * NR);
+                const int mr = rows - r0 < 32 ? rows - r0 : 32;
+                const size_t at = (size_t)(mb + r0) * cout + (size_t)p * NR;
+                eng_i8_epilogue(out + at, cout, sums, mr, cv->bias + p * NR, cv->wscale + p * NR,
+                                rscale + r0, e->res ? e->res + at : NULL,
+                                e->tmax ? rowmax + (size_t)r0 * 16 : NULL, e->relu);
+            }
+        }
+        if (e->tmax) eng_i8_fold_max(e->tmax, rowmax, mb, rows, hw);
+    }
+    _tile_release();
+}
