@@ -27,6 +27,8 @@ enum eng_status {
     ENG_ERR_IMAGE = -9,        /* corrupt, truncated or empty JPEG */
     ENG_ERR_TOO_LARGE = -10,   /* image dimensions exceed the limits */
     ENG_ERR_UNSUPPORTED = -11, /* a valid JPEG this decoder cannot handle */
+    ENG_ERR_CANCELLED = -12,   /* the caller's check stopped the work */
+    ENG_ERR_DECODE_LIMIT = -13, /* decoding would cost more than the limits allow */
 };
 
 /* Stable lower-case name of a status ("ok", "format", "not_jpeg", ...).
@@ -56,13 +58,30 @@ struct eng_preproc {
  * mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225). */
 void eng_preproc_default(struct eng_preproc *pp);
 
-/* Limits checked from the JPEG header before any pixel is decoded. */
+/* Limits on one decode. The size limits are checked from the JPEG header
+ * before any pixel is decoded. The work limits bound what a tiny crafted
+ * file can cost: a progressive or arithmetic-coded JPEG may declare 40 MP
+ * and hundreds of scans that each revisit every block, so the pixel count
+ * alone does not bound CPU or memory. */
 struct eng_image_limits {
     int max_width;      /* default 16384 */
     int max_height;     /* default 16384 */
     int64_t max_pixels; /* width * height; default 40000000 */
+    /* DCT coefficient memory a multi-scan (progressive) file needs up
+     * front, checked from the header; default 192 MiB. */
+    int64_t max_coef_bytes;
+    /* 8x8 blocks entropy-decoded, summed over every scan (a scan costs the
+     * blocks of the components it covers, however few coefficients it
+     * refines); default 16000000 (a 12 MP 4:2:0 baseline photo is 0.28 M,
+     * its progressive form about 1.5 M). */
+    int64_t max_scan_blocks;
+    /* Optional: called between rows and scans with the block-scans decoded
+     * so far; a non-zero return stops the decode with ENG_ERR_CANCELLED
+     * (deadline passed, client gone, a per-request budget spent). Called
+     * on the decoding thread; arg is the caller's. */
+    int (*check)(void *arg, int64_t scan_blocks);
+    void *check_arg;
 };
-
 void eng_image_limits_default(struct eng_image_limits *lim);
 
 struct eng_image_info {

@@ -30,8 +30,13 @@ void eng_preproc_default(struct eng_preproc *pp) {
 }
 
 void eng_image_limits_default(struct eng_image_limits *lim) {
-    *lim =
-        (struct eng_image_limits){.max_width = 16384, .max_height = 16384, .max_pixels = 40000000};
+    *lim = (struct eng_image_limits){
+        .max_width = 16384,
+        .max_height = 16384,
+        .max_pixels = 40000000,
+        .max_coef_bytes = (int64_t)192 << 20,
+        .max_scan_blocks = 16000000,
+    };
 }
 
 /* Writes a message into the caller's optional buffer and returns st, so an
@@ -238,13 +243,14 @@ static void cmyk_inverted_to_rgb(uint8_t *dst, const uint8_t *src, int w) {
 /* ------------------------------------------------------------------------ */
 
 /* Progressive scans beyond this mean a crafted file (real encoders write
- * about 10); libjpeg-turbo's own tools stop at 500 as well. */
+ * about 10); libjpeg-turbo's own tools stop at 500 as well. The work limit
+ * bounds large images; this bounds the per-scan overhead of small ones. */
 #define MAX_SCANS 500
 
 struct jpeg_fail {
     struct jpeg_error_mgr pub; /* first: libjpeg hands us &pub as cinfo->err */
     jmp_buf jmp;
-    int too_many_scans; /* set by scan_guard */
+    enum eng_status why; /* set before a longjmp of our own (limit, cancel) */
 };
 
 /* One decode or probe. libjpeg's state lives here rather than in
@@ -265,7 +271,9 @@ struct jpeg_job {
     struct jpeg_decompress_struct ci;
     struct jpeg_fail fail;
     struct jpeg_progress_mgr progress;
-    uint8_t *row; /* [w][4] one CMYK scanline */
+    int last_scan;       /* the scan whose blocks scan_blocks already counts */
+    int64_t scan_blocks; /* blocks entropy-decoded so far, summed over scans */
+    uint8_t *row;        /* [w][4] one CMYK scanline */
 };
 
 static void fail_exit(j_common_ptr ci) {
@@ -295,11 +303,32 @@ static void fail_output(j_common_ptr ci) {
     (void)ci; /* never print to stderr from a library */
 }
 
-static void scan_guard(j_common_ptr ci) {
-    j_decompress_ptr d = (j_decompress_ptr)ci;
-    if (d->input_scan_number > MAX_SCANS) {
-        ((struct jpeg_fail *)ci->err)->too_many_scans = 1;
-        fail_exit(ci);
+/* libjpeg's progress hook, called before every iMCU row it reads or
+ * writes. Each new scan is charged the blocks of the components it covers
+ * when it starts, so a file whose scans would exceed the work limit stops
+ * at the first scan over it, not after. The caller's check runs here too,
+ * so a deadline or a departed client stops a long decode mid-way. */
+static void work_guard(j_common_ptr c) {
+    j_decompress_ptr ci = (j_decompress_ptr)c;
+    struct jpeg_job *job = (struct jpeg_job *)((char *)c->progress - offsetof(struct jpeg_job, progress));
+    if (ci->global_state >= 0 && ci->input_scan_number > job->last_scan && ci->comps_in_scan > 0) {
+        job->last_scan = ci->input_scan_number;
+        if (job->last_scan > MAX_SCANS) {
+            job->fail.why = ENG_ERR_IMAGE;
+            fail_exit(c);
+        }
+        for (int i = 0; i < ci->comps_in_scan; i++) {
+            const jpeg_component_info *cp = ci->cur_comp_info[i];
+            if (cp) job->scan_blocks += (int64_t)cp->width_in_blocks * cp->height_in_blocks;
+        }
+        if (job->scan_blocks > job->lim.max_scan_blocks) {
+            job->fail.why = ENG_ERR_DECODE_LIMIT;
+            fail_exit(c);
+        }
+    }
+    if (job->lim.check && job->lim.check(job->lim.check_arg, job->scan_blocks)) {
+        job->fail.why = ENG_ERR_CANCELLED;
+        fail_exit(c);
     }
 }
 
@@ -307,9 +336,17 @@ static void scan_guard(j_common_ptr ci) {
 static enum eng_status jpeg_status(struct jpeg_job *job) {
     struct jpeg_error_mgr *e = &job->fail.pub;
     char msg[JMSG_LENGTH_MAX];
-    if (job->fail.too_many_scans)
+    if (job->fail.why == ENG_ERR_DECODE_LIMIT)
+        return set_err(job->err, job->errlen, ENG_ERR_DECODE_LIMIT,
+                       "decoding this %dx%d JPEG (%d scans so far) needs more than %lld "
+                       "block-scans of work, the decode work limit",
+                       job->info.width, job->info.height, job->last_scan,
+                       (long long)job->lim.max_scan_blocks);
+    if (job->fail.why == ENG_ERR_IMAGE)
         return set_err(job->err, job->errlen, ENG_ERR_IMAGE,
                        "corrupt JPEG: more than %d progressive scans", MAX_SCANS);
+    if (job->fail.why == ENG_ERR_CANCELLED)
+        return set_err(job->err, job->errlen, ENG_ERR_CANCELLED, "decoding was stopped");
     e->format_message((j_common_ptr)&job->ci, msg);
     const char *m = msg;
     if (!strncmp(m, "Corrupt JPEG data: ", 19)) m += 19;
@@ -355,6 +392,24 @@ static void choose_scale(j_decompress_ptr ci, int min_short) {
     }
 }
 
+/* Bytes of the whole-image coefficient buffer libjpeg allocates for a
+ * multi-scan file: every component's blocks, rounded up to whole MCUs, at
+ * 64 coefficients of 2 bytes. */
+static int64_t coef_bytes(j_decompress_ptr ci) {
+    int64_t total = 0;
+    for (int i = 0; i < ci->num_components; i++) {
+        const jpeg_component_info *cp = &ci->comp_info[i];
+        int64_t bw = ((int64_t)ci->image_width * cp->h_samp_factor + 8 * ci->max_h_samp_factor - 1) /
+                     (8 * ci->max_h_samp_factor);
+        int64_t bh = ((int64_t)ci->image_height * cp->v_samp_factor + 8 * ci->max_v_samp_factor - 1) /
+                     (8 * ci->max_v_samp_factor);
+        bw += cp->h_samp_factor - 1;
+        bh += cp->v_samp_factor - 1;
+        total += bw * bh * (int64_t)sizeof(JBLOCK);
+    }
+    return total;
+}
+
 /* Reads the header, checks it against the limits and, when job->decode,
  * decodes to 8-bit RGB in job->px. libjpeg errors longjmp back here; this
  * is the only setjmp in the engine. On error nothing stays allocated. */
@@ -373,7 +428,7 @@ static enum eng_status jpeg_run(struct jpeg_job *job) {
         return st;
     }
     jpeg_create_decompress(ci);
-    job->progress.progress_monitor = scan_guard;
+    job->progress.progress_monitor = work_guard;
     ci->progress = &job->progress;
     jpeg_mem_src(ci, job->data, job->len);
     jpeg_save_markers(ci, JPEG_APP0 + 1, 0xFFFF);
@@ -398,6 +453,12 @@ static enum eng_status jpeg_run(struct jpeg_job *job) {
         st = set_err(job->err, job->errlen, ENG_ERR_UNSUPPORTED,
                      "unsupported JPEG: %d colour components (expected 1, 3 or 4)",
                      ci->num_components);
+    else if (jpeg_has_multiple_scans(ci) && coef_bytes(ci) > lim->max_coef_bytes)
+        st = set_err(job->err, job->errlen, ENG_ERR_DECODE_LIMIT,
+                     "this %lldx%lld %s JPEG needs %lld MiB of coefficient memory to decode, "
+                     "over the limit of %lld MiB",
+                     (long long)w, (long long)h, ci->progressive_mode ? "progressive" : "multi-scan",
+                     (long long)(coef_bytes(ci) >> 20), (long long)(lim->max_coef_bytes >> 20));
     if (st != ENG_OK || !job->decode) {
         jpeg_destroy_decompress(ci);
         return st;
@@ -452,7 +513,8 @@ static enum eng_status job_init(struct jpeg_job *job, const void *data, size_t l
         job->lim = *lim;
     else
         eng_image_limits_default(&job->lim);
-    if (job->lim.max_width <= 0 || job->lim.max_height <= 0 || job->lim.max_pixels <= 0)
+    if (job->lim.max_width <= 0 || job->lim.max_height <= 0 || job->lim.max_pixels <= 0 ||
+        job->lim.max_coef_bytes <= 0 || job->lim.max_scan_blocks <= 0)
         return set_err(err, errlen, ENG_ERR_ARG, "image limits must be positive");
     if (!data || len == 0) return set_err(err, errlen, ENG_ERR_IMAGE, "empty image (0 bytes)");
     const char *fmt = eng_image_sniff(data, len);

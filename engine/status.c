@@ -18,6 +18,8 @@ const char *eng_status_name(enum eng_status s) {
     case ENG_ERR_IMAGE: return "invalid_image";
     case ENG_ERR_TOO_LARGE: return "too_large";
     case ENG_ERR_UNSUPPORTED: return "unsupported_image";
+    case ENG_ERR_CANCELLED: return "cancelled";
+    case ENG_ERR_DECODE_LIMIT: return "decode_limit";
     }
     return "unknown";
 }

@@ -50,7 +50,7 @@ static const struct opt opts[] = {
     {"labels", OPT_STR, F(labels), 0, 0, "FILE",
      "class names, one per line (default: built-in ImageNet-1k)"},
     {"http-threads", OPT_INT, F(http_threads), 0, 1024, "N",
-     "HTTP threads; they read bodies and decode images (0 = one per CPU)"},
+     "HTTP threads; they read bodies and write answers (0 = one per CPU)"},
     {"workers", OPT_INT, F(workers), 0, 1024, "N",
      "inference threads, each with its own context (0 = one per CPU)"},
     {"engine-threads", OPT_INT, F(engine_threads), 0, 1024, "N",
@@ -66,6 +66,14 @@ static const struct opt opts[] = {
      "largest request body (413 beyond)"},
     {"max-pixels", OPT_I64, F(max_pixels), 1, (int64_t)16384 * 16384, "N",
      "largest width x height from the JPEG header (413 beyond)"},
+    {"decode-threads", OPT_INT, F(decode_threads), 0, 1024, "N",
+     "threads that decode and preprocess images, off the HTTP threads (0 = one per CPU)"},
+    {"max-decode-work", OPT_I64, F(max_decode_work), 1, (int64_t)1 << 40, "BLOCKS",
+     "decode work per image: 8x8 blocks entropy-decoded, summed over the JPEG's scans (413 beyond)"},
+    {"max-request-decode-work", OPT_I64, F(max_request_decode_work), 1, (int64_t)1 << 40, "BLOCKS",
+     "decode work per request, over all of its images (413 beyond)"},
+    {"max-decode-memory", OPT_I64, F(max_decode_memory), 1 << 20, (int64_t)1 << 40, "BYTES",
+     "DCT coefficient memory one progressive JPEG may need (413 beyond)"},
     {"max-files", OPT_INT, F(max_files), 1, 4096, "N", "file parts per multipart request"},
     {"request-timeout-ms", OPT_INT, F(request_timeout_ms), 1, 3600000, "MS",
      "deadline from arrival to the start of inference (504 beyond)"},
@@ -107,6 +115,9 @@ void srv_config_default(struct srv_config *c) {
     c->max_body_bytes = 16 << 20;
     c->max_pixels = 40000000;
     c->max_files = 16;
+    c->max_decode_work = 16000000;
+    c->max_request_decode_work = 32000000;
+    c->max_decode_memory = (int64_t)192 << 20;
     c->request_timeout_ms = 10000;
     c->drain_seconds = 5;
     snprintf(c->static_dir, sizeof c->static_dir, "static");
@@ -283,6 +294,7 @@ int srv_config_parse(struct srv_config *c, int argc, char **argv, char *err, siz
      * one); the engine's pool gives a lone forward pass every core. */
     int cpus = srv_cpu_count();
     if (c->http_threads == 0) c->http_threads = cpus;
+    if (c->decode_threads == 0) c->decode_threads = cpus;
     if (c->workers == 0) c->workers = cpus;
     if (c->engine_threads == 0) c->engine_threads = cpus;
     return 0;

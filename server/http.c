@@ -1,18 +1,21 @@
-/* http.c: the libmicrohttpd side of imgclassd: routing, request bodies (raw
- * or multipart), decoding on the HTTP threads, handing images to the
- * batcher, JSON responses, health, metrics, model info and static files.
+/* http.c: the libmicrohttpd side of imgclassd: routing, framing checks,
+ * request bodies (raw or multipart), handing images to the decode stage
+ * and the batcher, JSON responses, health, metrics, model info and static
+ * files.
  *
  * Threading model: a pool of --http-threads libmicrohttpd threads (epoll),
- * with suspend/resume. An HTTP thread reads the body and decodes and
- * preprocesses the image(s) itself (so decoding runs in parallel, bounded
- * by the pool size, which also bounds decode memory), submits them to the
- * batcher and suspends the connection; it then returns to serve other
- * connections instead of blocking on inference. The batcher's thread that
- * completes the last image of a request resumes the connection, and
- * libmicrohttpd calls the handler again on an HTTP thread to write the
- * response. Thread-per-connection was the alternative: simpler, but every
- * idle or slow connection would cost a thread and decode concurrency (and
- * memory) would be unbounded, both bad under the hostile load of issue 7.
+ * with suspend/resume. An HTTP thread reads the body, splits it into
+ * images, hands the request to the decode stage (decoder.c) and suspends
+ * the connection; it then returns to serve other connections, so it never
+ * decodes and never waits for inference, and /healthz is answered at once
+ * whatever uploads cost. A decode thread decodes and preprocesses the
+ * images and submits them to the batcher; the batcher's thread that
+ * completes the last image of a request resumes the connection (or the
+ * decode thread does, when nothing was queued), and libmicrohttpd calls
+ * the handler again on an HTTP thread to write the response.
+ * Thread-per-connection was the alternative: simpler, but every idle or
+ * slow connection would cost a thread, bad under the hostile load of
+ * issue 7.
  *
  * A request's state lives in *req_cls from the first handler call and is
  * freed only in the request-completed callback. */
@@ -76,6 +79,7 @@ struct srv_http {
     const struct eng_model_info *info;
     const struct eng_labels *labels;
     struct srv_batcher *batcher;
+    struct srv_decoder *decoder; /* decodes off the HTTP threads */
     int engine_threads;
     size_t in_floats; /* per image: 3 * crop * crop */
 
@@ -102,11 +106,14 @@ struct srv_req;
 struct img {
     struct srv_job job;
     struct srv_req *req;
+    const unsigned char *src; /* the encoded image, inside srv_req.body */
+    size_t src_len;
     char filename[256]; /* multipart only; valid UTF-8 */
     int status;         /* 0 while fine, else the HTTP status of its error */
     const char *code;
     char msg[256];
     double decode_s;
+    int64_t decode_blocks; /* block-scans decoded, as last reported to decode_check */
 };
 
 struct srv_req {
@@ -115,6 +122,7 @@ struct srv_req {
     struct conn_track *track; /* NULL if the connection is untracked (OOM) */
     enum srv_route route;
     int admitted; /* counted in srv_http.admit; else a classification gets 503 */
+    int close;    /* answer with Connection: close (ambiguous framing) */
     int64_t t0;
     char id[80];
     char method[16];
@@ -132,6 +140,17 @@ struct srv_req {
     int multipart;
     char boundary[SRV_MP_MAX_BOUNDARY + 1];
     int topk;
+
+    /* The decode stage: the task, the work its images spent so far, why it
+     * stopped early (an HTTP status, 0 = it did not), and a refusal to send
+     * on resume when nothing could be queued (status 0 = none). */
+    struct srv_task task;
+    int64_t decode_used;
+    int decode_stop;
+    int64_t decode_polled_ns; /* last check of the client's socket */
+    int refuse_status, refuse_retry;
+    const char *refuse_code;
+    char refuse_msg[256];
 
     /* classification; pending and suspended are guarded by mu */
     pthread_mutex_t mu;
@@ -293,7 +312,7 @@ static void add_common_headers(struct srv_req *r, struct MHD_Response *resp, int
     MHD_add_response_header(resp, "Content-Security-Policy", SRV_CSP);
     MHD_add_response_header(resp, "X-Request-Id", r->id);
     if (api) MHD_add_response_header(resp, "Cache-Control", "no-store");
-    if (atomic_load(&r->h->draining))
+    if (r->close || atomic_load(&r->h->draining))
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
 }
 
@@ -482,6 +501,7 @@ static enum MHD_Result handle_models(struct srv_req *r) {
     json_object_set_new(m, "batching", b);
     json_t *t = json_object();
     json_object_set_new(t, "http", json_integer(c->http_threads));
+    json_object_set_new(t, "decode", json_integer(c->decode_threads));
     json_object_set_new(t, "workers", json_integer(c->workers));
     json_object_set_new(t, "engine", json_integer(h->engine_threads));
     json_object_set_new(t, "cpus", json_integer(srv_cpu_count()));
@@ -628,21 +648,81 @@ static void img_fail(struct img *im, int status, const char *code, const char *f
     va_end(ap);
 }
 
-/* Header check, decode and preprocess into out, on this HTTP thread. The
+/* The decoder's check, called between rows and scans of each image: stops
+ * the decode when the request's decode work would pass
+ * --max-request-decode-work, its deadline has passed, or its client has
+ * gone (a reset or an error on the socket; a FIN alone may be a client
+ * that half-closed and still waits for the answer, so it does not stop a
+ * decode whose work is bounded anyway). Runs on a decode thread while the
+ * connection is suspended, so r is this thread's alone. */
+static int decode_check(void *arg, int64_t blocks) {
+    struct img *im = arg;
+    struct srv_req *r = im->req;
+    const struct srv_config *c = r->h->cfg;
+    im->decode_blocks = blocks;
+    if (r->decode_used + blocks > c->max_request_decode_work) {
+        r->decode_stop = 413;
+        return 1;
+    }
+    int64_t now = srv_now_ns();
+    if (now >= im->job.deadline_ns) {
+        r->decode_stop = 504;
+        return 1;
+    }
+    if (im->job.client_fd >= 0 && now - r->decode_polled_ns > 2000000) {
+        r->decode_polled_ns = now;
+        struct pollfd pf = {.fd = im->job.client_fd, .events = POLLIN};
+        if (poll(&pf, 1, 0) > 0 && (pf.revents & (POLLERR | POLLHUP | POLLNVAL))) {
+            r->decode_stop = 499;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The failure of an image stopped (or not started) because its request
+ * was stopped: by the request's decode budget, deadline or client. */
+static void img_stopped(struct srv_req *r, struct img *im) {
+    const struct srv_config *c = r->h->cfg;
+    if (r->decode_stop == 413)
+        img_fail(im, 413, "decode_limit",
+                 "decoding the request's images needs more than %lld block-scans of work "
+                 "(--max-request-decode-work)",
+                 (long long)c->max_request_decode_work);
+    else if (r->decode_stop == 504)
+        img_fail(im, 504, "deadline_exceeded",
+                 "the deadline passed while decoding (--request-timeout-ms is %d)",
+                 c->request_timeout_ms);
+    else
+        img_fail(im, 503, "cancelled", "the client disconnected");
+}
+
+/* Header check, decode and preprocess into out, on a decode thread. The
  * header is checked first so an image over --max-pixels is refused before
- * a single pixel is decoded. */
-static void decode_image(struct srv_http *h, struct img *im, const unsigned char *data, size_t len,
-                         float *out) {
+ * a single pixel is decoded; the decoder's own limits and decode_check
+ * bound the rest. */
+static void decode_image(struct srv_req *r, struct img *im, float *out) {
+    struct srv_http *h = r->h;
+    const unsigned char *data = im->src;
+    size_t len = im->src_len;
     if (len == 0) {
         img_fail(im, 400, "empty_body", "the image is empty");
         return;
     }
+    if (r->decode_stop) {
+        img_stopped(r, im);
+        return;
+    }
     char msg[256] = "";
     struct eng_image_info info;
+    struct eng_image_limits lim = h->lim;
+    lim.check = decode_check;
+    lim.check_arg = im;
     int64_t t0 = srv_now_ns();
-    enum eng_status st = eng_image_probe(data, len, &h->lim, &info, msg, sizeof msg);
+    enum eng_status st = eng_image_probe(data, len, &lim, &info, msg, sizeof msg);
     if (st == ENG_OK)
-        st = eng_image_preprocess(data, len, &h->info->preproc, &h->lim, out, msg, sizeof msg);
+        st = eng_image_preprocess(data, len, &h->info->preproc, &lim, out, msg, sizeof msg);
+    r->decode_used += im->decode_blocks;
     im->decode_s = (srv_now_ns() - t0) * 1e-9;
     if (st == ENG_OK) {
         srv_metrics_decode(im->decode_s);
@@ -661,6 +741,13 @@ static void decode_image(struct srv_http *h, struct img *im, const unsigned char
     case ENG_ERR_TOO_LARGE:
         img_fail(im, 413, "image_too_large", "%s (--max-pixels is %lld)", msg,
                  (long long)h->cfg->max_pixels);
+        break;
+    case ENG_ERR_DECODE_LIMIT:
+        img_fail(im, 413, "decode_limit", "%s (%s)", msg,
+                 strstr(msg, "memory") ? "--max-decode-memory" : "--max-decode-work");
+        break;
+    case ENG_ERR_CANCELLED:
+        img_stopped(r, im);
         break;
     case ENG_ERR_IMAGE:
         img_fail(im, 400, "invalid_image", "%s", msg[0] ? msg : "corrupt or truncated JPEG");
@@ -820,7 +907,10 @@ static int alloc_images(struct srv_req *r, int n) {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (ci) fd = ci->connect_fd;
-    int64_t deadline = r->t0 + (int64_t)h->cfg->request_timeout_ms * 1000000;
+    /* The deadline counts from the complete body: reading is bounded by
+     * --request-read-timeout-s, so a slow but honest upload is not
+     * charged twice. */
+    int64_t deadline = srv_now_ns() + (int64_t)h->cfg->request_timeout_ms * 1000000;
     for (int i = 0; i < n; i++) {
         struct img *im = &r->imgs[i];
         im->req = r;
@@ -834,7 +924,11 @@ static int alloc_images(struct srv_req *r, int n) {
     return 0;
 }
 
-/* The body is complete: split it, decode every image, submit. */
+static void decode_task(struct srv_task *t);
+
+/* The body is complete: split it into images and hand the request to the
+ * decode stage, suspending the connection until it or the batcher resumes
+ * it (then on_request calls answer_resumed). */
 static enum MHD_Result classify_body(struct srv_req *r) {
     struct srv_http *h = r->h;
     const struct srv_config *c = h->cfg;
@@ -852,7 +946,8 @@ static enum MHD_Result classify_body(struct srv_req *r) {
     int max_files = c->max_files < c->queue_limit ? c->max_files : c->queue_limit;
     if (!r->multipart) {
         if (alloc_images(r, 1) != 0) return send_error(r, 503, "out_of_memory", "out of memory");
-        decode_image(h, &r->imgs[0], r->body, r->len, r->imgs[0].job.input);
+        r->imgs[0].src = r->body;
+        r->imgs[0].src_len = r->len;
     } else {
         int cap = max_files + 8; /* a few plain form fields are tolerated */
         struct srv_mp_part *parts = malloc((size_t)cap * sizeof *parts);
@@ -891,20 +986,32 @@ static enum MHD_Result classify_body(struct srv_req *r) {
             struct img *im = &r->imgs[k++];
             const char *fn = parts[i].has_filename ? parts[i].filename : parts[i].name;
             srv_utf8_sanitize(im->filename, sizeof im->filename, fn, strlen(fn));
-            decode_image(h, im, parts[i].data, parts[i].len, im->job.input);
+            im->src = parts[i].data;
+            im->src_len = parts[i].len;
         }
         free(parts);
     }
-    /* The bytes are no longer needed; free them before waiting. */
-    free(r->body);
-    r->body = NULL;
-    r->cap = 0;
-    budget_release(r);
-
-    if (!r->multi && r->imgs[0].status) {
-        struct img *im = &r->imgs[0];
-        return send_error(r, im->status, im->code, "%s", im->msg);
+    r->submitted = 1;
+    r->task.run = decode_task;
+    pthread_mutex_lock(&r->mu);
+    if (srv_decoder_submit(h->decoder, &r->task) != 0) {
+        pthread_mutex_unlock(&r->mu);
+        r->submitted = 0;
+        return send_503_retry(r, "shutting_down", 1, "the server is shutting down");
     }
+    /* Suspended before the task can end: it takes r->mu to resume. */
+    MHD_suspend_connection(r->conn);
+    r->suspended = 1;
+    pthread_mutex_unlock(&r->mu);
+    return MHD_YES;
+}
+
+/* Queues the decoded images. Returns 1 when at least one was queued (the
+ * last one's job_done resumes the connection), else 0, with r->refuse_*
+ * set when the batcher refused them. */
+static int submit_images(struct srv_req *r) {
+    struct srv_http *h = r->h;
+    const struct srv_config *c = h->cfg;
     int64_t now = srv_now_ns();
     struct srv_job *jobs[r->nimg];
     int n = 0;
@@ -920,8 +1027,7 @@ static enum MHD_Result classify_body(struct srv_req *r) {
         }
         jobs[n++] = &im->job;
     }
-    r->submitted = 1;
-    if (n == 0) return answer_classify(r);
+    if (n == 0) return 0;
 
     int retry = 1;
     pthread_mutex_lock(&r->mu);
@@ -929,18 +1035,51 @@ static enum MHD_Result classify_body(struct srv_req *r) {
     enum srv_submit_status st = srv_batcher_submit(h->batcher, jobs, n, &retry);
     arrival_end(r); /* after the submit, so a lone image queued before waits for these */
     if (st == SRV_SUBMIT_OK) {
-        /* Suspend before any job can complete: job_done takes r->mu too,
-         * so the resume always comes after the suspend. */
-        MHD_suspend_connection(r->conn);
-        r->suspended = 1;
+        /* The connection is suspended and job_done takes r->mu too, so
+         * the resume always comes after this unlock. */
         pthread_mutex_unlock(&r->mu);
-        return MHD_YES;
+        return 1;
     }
     r->pending = 0;
     pthread_mutex_unlock(&r->mu);
-    if (st == SRV_SUBMIT_FULL)
-        return send_503_retry(r, "queue_full", retry, "the queue is full; retry later");
-    return send_503_retry(r, "shutting_down", 1, "the server is shutting down");
+    r->refuse_status = 503;
+    r->refuse_retry = st == SRV_SUBMIT_FULL ? retry : 1;
+    r->refuse_code = st == SRV_SUBMIT_FULL ? "queue_full" : "shutting_down";
+    snprintf(r->refuse_msg, sizeof r->refuse_msg, "%s",
+             st == SRV_SUBMIT_FULL ? "the queue is full; retry later"
+                                   : "the server is shutting down");
+    return 0;
+}
+
+/* The decode stage's task, on a decode thread while the connection is
+ * suspended: decode every image, free the body, queue what decoded, and
+ * resume the connection unless the batcher will. */
+static void decode_task(struct srv_task *t) {
+    struct srv_req *r = (struct srv_req *)((char *)t - offsetof(struct srv_req, task));
+    for (int i = 0; i < r->nimg; i++)
+        decode_image(r, &r->imgs[i], r->imgs[i].job.input);
+    /* The bytes are no longer needed; free them before waiting. */
+    free(r->body);
+    r->body = NULL;
+    r->cap = 0;
+    budget_release(r);
+    if (submit_images(r)) return;
+    arrival_end(r);
+    pthread_mutex_lock(&r->mu);
+    r->suspended = 0;
+    pthread_mutex_unlock(&r->mu);
+    MHD_resume_connection(r->conn);
+}
+
+/* The connection was resumed: answer with the refusal or the results. */
+static enum MHD_Result answer_resumed(struct srv_req *r) {
+    if (r->refuse_status)
+        return send_503_retry(r, r->refuse_code, r->refuse_retry, r->refuse_msg);
+    if (!r->multi && r->imgs[0].status) {
+        struct img *im = &r->imgs[0];
+        return send_error(r, im->status, im->code, "%s", im->msg);
+    }
+    return answer_classify(r);
 }
 
 int srv_parse_topk(const char *v, size_t n, int classes, int *out) {
@@ -1004,16 +1143,17 @@ static enum MHD_Result classify_start(struct srv_req *r) {
     int retry = 1;
     switch (srv_batcher_has_room(h->batcher, 1, &retry)) {
     case SRV_SUBMIT_OK:
-        /* A body of known size takes its whole share of the memory budget
-         * now, so an over-budget request is refused before it is read. */
-        if (r->expect) {
-            if (budget_take(h, (size_t)r->expect) != 0) {
-                srv_metrics_budget_rejected();
-                return send_503_retry(r, "server_busy", 1,
-                                      "too many request bodies are being received at once "
-                                      "(--max-inflight-bytes); retry later");
-            }
-            r->reserved = (size_t)r->expect;
+        /* A body of known size that does not fit in what is left of the
+         * memory budget now is refused before it is read. Nothing is
+         * reserved yet: a body takes its share as its bytes arrive, so
+         * connections that send headers announcing large bodies and then
+         * nothing (budget squatting) hold no budget at all. */
+        if (r->expect &&
+            atomic_load(&h->body_bytes) + (int64_t)r->expect > c->max_inflight_bytes) {
+            srv_metrics_budget_rejected();
+            return send_503_retry(r, "server_busy", 1,
+                                  "too many request bodies are being received at once "
+                                  "(--max-inflight-bytes); retry later");
         }
         srv_batcher_arrival(h->batcher, 1);
         r->arriving = 1;
@@ -1053,16 +1193,14 @@ static enum MHD_Result classify_data(struct srv_req *r, const char *data, size_t
         return MHD_YES;
     }
     if (r->len + n > r->cap) {
-        size_t ncap;
-        if (r->expect >= r->len + n) {
-            ncap = (size_t)r->expect; /* known size: one allocation */
-        } else {
-            ncap = r->cap ? r->cap : 64 * 1024;
-            while (ncap < r->len + n)
-                ncap *= 2;
-        }
+        /* The buffer doubles as the bytes arrive (a known size caps it, so
+         * the last step fits exactly), and the budget is taken step by
+         * step: what a body holds is at most twice what it has sent. */
+        size_t ncap = r->cap ? r->cap : 64 * 1024;
+        while (ncap < r->len + n)
+            ncap *= 2;
+        if (r->expect >= r->len + n && ncap > r->expect) ncap = (size_t)r->expect;
         if (ncap > (size_t)c->max_body_bytes) ncap = (size_t)c->max_body_bytes;
-        /* Chunked bodies take their share of the budget as they grow. */
         if (ncap > r->reserved) {
             if (budget_take(r->h, ncap - r->reserved) != 0) {
                 r->over_budget = 1;
@@ -1185,6 +1323,71 @@ static enum MHD_Result answer_get(struct srv_req *r, const char *url) {
     }
 }
 
+/* What the request's framing headers say, over every instance of them. */
+struct framing {
+    int cl_count, cl_bad, cl_conflict;
+    char cl_first[24];
+    int te_count, te_other;
+};
+
+static int digits_only(const char *v) {
+    if (!*v) return 0;
+    for (; *v; v++)
+        if (*v < '0' || *v > '9') return 0;
+    return 1;
+}
+
+static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value) {
+    struct framing *f = cls;
+    if (!value) value = "";
+    if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
+        if (!digits_only(value) || strlen(value) >= sizeof f->cl_first)
+            f->cl_bad = 1;
+        else if (f->cl_count == 0)
+            snprintf(f->cl_first, sizeof f->cl_first, "%s", value);
+        else if (strcmp(f->cl_first, value) != 0)
+            f->cl_conflict = 1;
+        f->cl_count++;
+    } else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+        f->te_count++;
+        if (strcasecmp(value, "chunked") != 0) f->te_other = 1;
+    }
+    return MHD_YES;
+}
+
+/* RFC 9112 6.1-6.3, checked before any body byte is read, because
+ * libmicrohttpd 0.9.75 takes the first of two Content-Lengths, keeps a
+ * connection with both Content-Length and Transfer-Encoding alive, and
+ * reads a body of unknown transfer coding until the connection closes:
+ * each is a way to smuggle a request past a proxy that frames the bytes
+ * differently. A length that is not plain digits, two different lengths,
+ * or a length together with Transfer-Encoding gets 400; a transfer coding
+ * other than a single "chunked" gets 501. Either way the connection is
+ * closed after the answer, since where the next request starts is
+ * unknown. Returns 1 when it answered. */
+static int framing_refused(struct srv_req *r, enum MHD_Result *ret) {
+    struct framing f = {0};
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, framing_header, &f);
+    const char *why = NULL;
+    int status = 400;
+    if (f.cl_bad)
+        why = "Content-Length must be one decimal number";
+    else if (f.cl_conflict)
+        why = "the request has Content-Length headers that disagree";
+    else if (f.cl_count && f.te_count)
+        why = "the request has both Content-Length and Transfer-Encoding";
+    else if (f.te_count > 1 || f.te_other) {
+        why = "the only transfer coding supported is a single \"chunked\"";
+        status = 501;
+    }
+    if (!why) return 0;
+    r->close = 1;
+    *ret = send_error(r, status, status == 501 ? "unsupported_transfer_coding" : "invalid_framing",
+                      "%s", why);
+    return 1;
+}
+
 /* Counts a new request in h->admit unless srv_http_stop_admitting has run;
  * 1 when it was counted (on_completed then uncounts it). */
 static int admit(struct srv_http *h) {
@@ -1194,18 +1397,51 @@ static int admit(struct srv_http *h) {
     return !(a & 1);
 }
 
+/* At most this many query parameters; no API takes more than a few. */
+#define MAX_QUERY_PARAMS 64
+
+/* *req_cls for a request whose query had more than MAX_QUERY_PARAMS
+ * parameters (see on_uri). */
+static char g_query_too_long;
+
+/* Called by libmicrohttpd with the raw request target before it parses the
+ * query. libmicrohttpd 0.9.75 stores every query parameter in the
+ * connection's 32 KiB memory pool; about 500 of them (a 1.2 KB URL)
+ * exhaust it, and then it logs "Not enough memory in pool" and neither
+ * answers nor closes until the idle timeout. So a query with too many
+ * parameters is cut here (the buffer is libmicrohttpd's own, writable
+ * read buffer) and the request marked, to be answered 414 at once. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn) {
+    char *q = strchr(uri, '?');
+    if (!q) return NULL;
+    int params = 1;
+    for (const char *p = q + 1; *p; p++)
+        params += *p == '&' || *p == ';';
+    if (params <= MAX_QUERY_PARAMS) return NULL;
+    q[1] = 0;
+    return &g_query_too_long;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **req_cls) {
     struct srv_http *h = cls;
     struct srv_req *r = *req_cls;
-    if (!r) {
+    int query_too_long = r == (void *)&g_query_too_long;
+    if (!r || query_too_long) {
         r = req_new(h, conn, url, method);
         if (!r) return MHD_NO;
         *req_cls = r;
         atomic_fetch_add(&h->inflight, 1);
         r->admitted = admit(h);
         r->route = route_of(url);
+        enum MHD_Result ret;
+        if (framing_refused(r, &ret)) return ret;
+        if (query_too_long) {
+            r->close = 1;
+            return send_error(r, 414, "uri_too_long", "at most %d query parameters",
+                              MAX_QUERY_PARAMS);
+        }
         return first_call(r, method);
     }
     if (*upload_data_size == 0) track_read_done(r); /* the whole request is in */
@@ -1228,10 +1464,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (!r->submitted) {
         enum MHD_Result ret = classify_body(r);
-        arrival_end(r); /* refused before the submit */
+        if (!r->submitted) arrival_end(r); /* refused before the decode stage */
         return ret;
     }
-    return answer_classify(r); /* resumed: every image is done */
+    return answer_resumed(r); /* every image is done */
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
@@ -1404,6 +1640,34 @@ static void reaper_stop(struct srv_http *h) {
 /* Lifecycle                                                                */
 /* ------------------------------------------------------------------------ */
 
+/* The listening socket, made here rather than by libmicrohttpd so that a
+ * port already taken fails with the kernel's reason. SO_REUSEADDR only, so
+ * a restart binds while old connections sit in TIME_WAIT; never
+ * SO_REUSEPORT, which would let a second imgclassd on the same port start
+ * silently and take half of the connections. */
+static int listen_socket(const struct sockaddr *sa, socklen_t salen, char *err, size_t errlen) {
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port;
+    if (sa->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, host, sizeof host);
+        port = ntohs(((const struct sockaddr_in *)sa)->sin_port);
+    } else {
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, host, sizeof host);
+        port = ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+    }
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int on = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+        bind(fd, sa, salen) != 0 || listen(fd, 1024) != 0) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        snprintf(err, errlen, "cannot listen on %s port %d: %s%s", host, port, strerror(e),
+                 e == EADDRINUSE ? " (is another imgclassd running?)" : "");
+        return -1;
+    }
+    return fd;
+}
+
 int srv_http_start(const struct srv_config *cfg, struct srv_http **out, char *err, size_t errlen) {
     *out = NULL;
     struct srv_http *h = calloc(1, sizeof *h);
@@ -1422,6 +1686,12 @@ int srv_http_start(const struct srv_config *cfg, struct srv_http **out, char *er
     }
     eng_image_limits_default(&h->lim);
     h->lim.max_pixels = cfg->max_pixels;
+    h->lim.max_scan_blocks = cfg->max_decode_work;
+    h->lim.max_coef_bytes = cfg->max_decode_memory;
+    if (srv_decoder_new(cfg->decode_threads, &h->decoder, err, errlen) != 0) {
+        srv_http_free(h);
+        return -1;
+    }
     if (getrandom(&h->id_seed, sizeof h->id_seed, GRND_NONBLOCK) != sizeof h->id_seed)
         h->id_seed = (uint64_t)srv_now_ns() ^ ((uint64_t)getpid() << 32);
 
@@ -1436,6 +1706,7 @@ int srv_http_start(const struct srv_config *cfg, struct srv_http **out, char *er
     struct sockaddr_in a4;
     struct sockaddr_in6 a6;
     struct sockaddr *sa;
+    socklen_t salen;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ITC | MHD_USE_ERROR_LOG;
     memset(&a4, 0, sizeof a4);
@@ -1444,10 +1715,12 @@ int srv_http_start(const struct srv_config *cfg, struct srv_http **out, char *er
         a4.sin_family = AF_INET;
         a4.sin_port = htons((uint16_t)cfg->port);
         sa = (struct sockaddr *)&a4;
+        salen = sizeof a4;
     } else if (inet_pton(AF_INET6, cfg->bind, &a6.sin6_addr) == 1) {
         a6.sin6_family = AF_INET6;
         a6.sin6_port = htons((uint16_t)cfg->port);
         sa = (struct sockaddr *)&a6;
+        salen = sizeof a6;
         flags |= MHD_USE_IPv6;
     } else {
         snprintf(err, errlen, "--bind: not an IPv4 or IPv6 address: %s", cfg->bind);
@@ -1455,13 +1728,18 @@ int srv_http_start(const struct srv_config *cfg, struct srv_http **out, char *er
         return -1;
     }
 
+    int lfd = listen_socket(sa, salen, err, errlen);
+    if (lfd < 0) {
+        srv_http_free(h);
+        return -1;
+    }
     struct MHD_OptionItem opts[16];
     int n = 0;
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, sa};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET, lfd, NULL};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, h};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)on_unescape, h};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_uri, h};
     opts[n++] =
         (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->max_connections, NULL};
     opts[n++] =
@@ -1478,8 +1756,8 @@ int srv_http_start(const struct srv_config *cfg, struct srv_http **out, char *er
                             MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h, MHD_OPTION_ARRAY, opts,
                             MHD_OPTION_END);
     if (!h->d) {
-        snprintf(err, errlen, "cannot listen on %s port %d (in use, or not permitted?)", cfg->bind,
-                 cfg->port);
+        close(lfd);
+        snprintf(err, errlen, "cannot start the HTTP daemon on %s port %d", cfg->bind, cfg->port);
         srv_http_free(h);
         return -1;
     }
@@ -1527,6 +1805,9 @@ int srv_http_wait_idle(struct srv_http *h, int timeout_ms, bool admitted_only) {
 void srv_http_free(struct srv_http *h) {
     if (!h) return;
     reaper_stop(h);
+    /* Every queued decode runs and resumes its connection first: the
+     * daemon must not stop with a connection suspended. */
+    srv_decoder_free(h->decoder);
     if (h->d) MHD_stop_daemon(h->d);
     /* Every connection's NOTIFY_CLOSED has run; free any left over. */
     while (h->conns) {

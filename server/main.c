@@ -4,11 +4,15 @@
 #include "server.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 /* Idle connections cost a descriptor each; allow as many as permitted. */
 static void raise_fd_limit(void) {
@@ -16,6 +20,114 @@ static void raise_fd_limit(void) {
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Signals                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Libraries may start threads before main() runs (OpenBLAS starts its pool
+ * from a constructor), and those threads do not inherit a mask set here, so
+ * blocking signals and calling sigwait is not enough: a signal delivered to
+ * such a thread would take its default action and kill the process. So
+ * every signal the server cares about gets a handler, which runs in
+ * whichever thread the kernel picks and only writes the signal's number to
+ * a pipe; main reads the pipe. Nothing is ever fatal by default: SIGTERM
+ * and SIGINT start the drain (a second one ends the drain period early;
+ * later ones are logged), SIGHUP, SIGUSR1 and SIGUSR2 are logged and
+ * otherwise ignored. */
+static int g_sig_pipe[2] = {-1, -1};
+
+static void on_signal(int sig) {
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    ssize_t w = write(g_sig_pipe[1], &b, 1); /* async-signal-safe; full pipe: dropped */
+    (void)w;
+    errno = saved;
+}
+
+static const int g_handled[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2};
+
+static int signals_install(void) {
+    if (pipe2(g_sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0) return -1;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigfillset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof g_handled / sizeof g_handled[0]; i++)
+        if (sigaction(g_handled[i], &sa, NULL) != 0) return -1;
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+static const char *sig_name(int sig) {
+    switch (sig) {
+    case SIGTERM:
+        return "SIGTERM";
+    case SIGINT:
+        return "SIGINT";
+    case SIGHUP:
+        return "SIGHUP";
+    case SIGUSR1:
+        return "SIGUSR1";
+    case SIGUSR2:
+        return "SIGUSR2";
+    }
+    return "signal";
+}
+
+/* Waits up to timeout_ms (< 0: forever) for a signal; returns it, or 0. */
+static int signal_next(int timeout_ms) {
+    int64_t end = srv_now_ns() + (int64_t)timeout_ms * 1000000;
+    for (;;) {
+        unsigned char b;
+        if (read(g_sig_pipe[0], &b, 1) == 1) return b;
+        int left = -1;
+        if (timeout_ms >= 0) {
+            int64_t ns = end - srv_now_ns();
+            if (ns <= 0) return 0;
+            left = (int)((ns + 999999) / 1000000);
+        }
+        struct pollfd pf = {.fd = g_sig_pipe[0], .events = POLLIN};
+        poll(&pf, 1, left);
+    }
+}
+
+/* A signal that does not stop the server: logged, nothing else. */
+static int is_stop(int sig) {
+    if (sig == SIGTERM || sig == SIGINT) return 1;
+    srv_log("info", "%s: ignored (it has no meaning for imgclassd)", sig_name(sig));
+    return 0;
+}
+
+/* Logs every signal that arrived meanwhile; 1 when one asked to stop. */
+static int signals_drain(void) {
+    int sig, stop = 0;
+    while ((sig = signal_next(0)) != 0)
+        stop |= is_stop(sig);
+    return stop;
+}
+
+/* While the model loads, main is busy; this thread logs each signal as it
+ * arrives and remembers a stop request, so SIGTERM during start-up is
+ * answered at once in the log and acted on as soon as loading returns.
+ * main ends it by writing a 0 byte to the pipe. */
+static _Atomic int g_stop_during_start;
+
+static void *startup_signals_main(void *arg) {
+    (void)arg;
+    for (;;) {
+        int sig = signal_next(-1);
+        if (sig == 0) return NULL; /* main's wake-up: start-up is over */
+        if (sig == SIGTERM || sig == SIGINT) {
+            if (!atomic_exchange(&g_stop_during_start, 1))
+                srv_log("info", "%s during start-up: stopping once the model has loaded",
+                        sig_name(sig));
+        } else {
+            is_stop(sig);
+        }
     }
 }
 
@@ -33,14 +145,10 @@ static int healthcheck(const struct srv_config *cfg) {
 }
 
 int main(int argc, char **argv) {
-    /* Block the shutdown signals before any thread starts, so every thread
-     * inherits the mask and only sigwait below ever sees them. */
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    if (signals_install() != 0) {
+        fprintf(stderr, "imgclassd: cannot install signal handlers: %s\n", strerror(errno));
+        return 1;
+    }
 
     struct srv_config cfg;
     char err[1024];
@@ -72,6 +180,8 @@ int main(int argc, char **argv) {
             cfg.http_threads);
 
     /* Model, labels, workers. /readyz says "starting" until all are up. */
+    pthread_t watcher;
+    int watching = pthread_create(&watcher, NULL, startup_signals_main, NULL) == 0;
     int64_t t0 = srv_now_ns();
     struct eng_model *model = NULL;
     struct eng_labels *labels = NULL;
@@ -122,31 +232,49 @@ int main(int argc, char **argv) {
         eng_shutdown();
         return 1;
     }
-    srv_http_set_ready(http, model, labels, batcher, cfg.engine_threads);
-    srv_log("info",
-            "ready in %.2f s: %s (%lld parameters, %d classes, weights %s%s, %s kernels); %d "
-            "workers, %d engine threads, max batch %d, batch timeout %d us, queue limit %d",
-            (srv_now_ns() - t0) * 1e-9, info->arch, (long long)info->num_params, info->num_classes,
-            info->source, info->random ? ", random" : "", info->kernel, cfg.workers, cfg.engine_threads,
-            cfg.max_batch, cfg.batch_timeout_us, cfg.queue_limit);
+    if (watching) {
+        unsigned char zero = 0;
+        while (write(g_sig_pipe[1], &zero, 1) != 1) {
+        }
+        pthread_join(watcher, NULL);
+    }
+    int stop_now = atomic_load(&g_stop_during_start) || signals_drain();
+    if (!stop_now) {
+        srv_http_set_ready(http, model, labels, batcher, cfg.engine_threads);
+        srv_log("info",
+                "ready in %.2f s: %s (%lld parameters, %d classes, weights %s%s, %s kernels); %d "
+                "workers, %d engine threads, max batch %d, batch timeout %d us, queue limit %d",
+                (srv_now_ns() - t0) * 1e-9, info->arch, (long long)info->num_params,
+                info->num_classes, info->source, info->random ? ", random" : "", info->kernel,
+                cfg.workers, cfg.engine_threads, cfg.max_batch, cfg.batch_timeout_us,
+                cfg.queue_limit);
+    }
 
     /* Run until SIGTERM or SIGINT. */
-    int sig = 0;
-    while (sigwait(&sigs, &sig) != 0) {
-    }
+    int sig = SIGTERM;
+    if (!stop_now)
+        while (!is_stop(sig = signal_next(-1))) {
+        }
 
     /* Drain: /readyz turns 503 at once so load balancers stop sending, but
      * requests are served for --drain-seconds (a second signal cuts this
-     * short). Then stop admitting work, finish every admitted request, exit 0. */
+     * short). Then stop admitting work, finish every admitted request, exit
+     * 0. A signal that arrived during start-up skips the drain: the server
+     * never said it was ready. */
     srv_http_begin_drain(http);
-    srv_log("info", "%s: draining for %d s", sig == SIGINT ? "SIGINT" : "SIGTERM",
-            cfg.drain_seconds);
-    if (cfg.drain_seconds > 0) {
-        struct timespec ts = {.tv_sec = cfg.drain_seconds};
-        int s2;
-        while ((s2 = sigtimedwait(&sigs, NULL, &ts)) < 0 && errno == EINTR) {
+    if (stop_now) {
+        srv_log("info", "stopping: a signal arrived during start-up");
+    } else {
+        srv_log("info", "%s: draining for %d s", sig_name(sig), cfg.drain_seconds);
+        int64_t end = srv_now_ns() + (int64_t)cfg.drain_seconds * 1000000000;
+        int64_t left_ns;
+        while ((left_ns = end - srv_now_ns()) > 0) {
+            int s2 = signal_next((int)((left_ns + 999999) / 1000000));
+            if (s2 && is_stop(s2)) {
+                srv_log("info", "second %s: ending the drain period early", sig_name(s2));
+                break;
+            }
         }
-        if (s2 > 0) srv_log("info", "second signal: ending the drain period early");
     }
     srv_http_stop_admitting(http);
     srv_log("info", "no longer admitting requests (new ones get 503 shutting_down); finishing "
@@ -167,6 +295,7 @@ int main(int argc, char **argv) {
      * only after every queued job has resumed its connection. */
     srv_batcher_stop(batcher);
     srv_http_wait_idle(http, 2000, false);
+    signals_drain(); /* logs any later signal; none of them is fatal */
     srv_http_free(http);
     srv_batcher_free(batcher);
     eng_labels_free(labels);

@@ -348,7 +348,7 @@ char *srv_metrics_render(const struct srv_metrics_gauges *g, size_t *len) {
         outf(&o, "\"} 1\n");
         out_gauge(&o, "imgclassd_workers", "Inference worker threads.", g->workers);
         out_gauge(&o, "imgclassd_max_batch", "Largest batch per forward pass.", g->max_batch);
-        out_gauge(&o, "imgclassd_http_threads", "HTTP threads (read bodies, decode images).",
+        out_gauge(&o, "imgclassd_http_threads", "HTTP threads (read bodies, write answers).",
                   g->http_threads);
         out_gauge(&o, "imgclassd_engine_threads", "Threads of the engine's compute pool.",
                   g->engine_threads);

@@ -50,6 +50,10 @@ struct srv_config {
     int queue_limit;                /* --queue-limit: images waiting for a worker */
     int64_t max_body_bytes;         /* --max-body-bytes */
     int64_t max_pixels;             /* --max-pixels: width * height from the JPEG header */
+    int decode_threads;             /* --decode-threads: threads that decode images */
+    int64_t max_decode_work;        /* --max-decode-work: block-scans per image */
+    int64_t max_request_decode_work; /* --max-request-decode-work: block-scans per request */
+    int64_t max_decode_memory;      /* --max-decode-memory: coefficient bytes per image */
     int max_files;                  /* --max-files: file parts per multipart request */
     int request_timeout_ms;         /* --request-timeout-ms: arrival to leaving the queue */
     int drain_seconds;              /* --drain-seconds */
@@ -66,7 +70,7 @@ struct srv_config {
 };
 
 /* Fills the defaults. Sizes that follow the CPU count (http_threads,
- * workers, engine_threads) are left 0 here and resolved by srv_config_parse. */
+ * decode_threads, workers, engine_threads) are left 0 here and resolved by srv_config_parse. */
 void srv_config_default(struct srv_config *c);
 
 /* Applies IMGCLASSD_<NAME> environment variables, then argv[1..argc) (so
@@ -303,6 +307,34 @@ void srv_batcher_stop(struct srv_batcher *b);
 
 /* Stops (if needed) and frees the contexts. NULL ok. */
 void srv_batcher_free(struct srv_batcher *b);
+
+/* ------------------------------------------------------------------------ */
+/* Decode stage (server/decoder.c)                                          */
+/* ------------------------------------------------------------------------ */
+
+/* A unit of work for the decode threads, embedded in its owner (a
+ * request); run() owns the task from the moment it starts. */
+struct srv_task {
+    void (*run)(struct srv_task *t);
+    struct srv_task *next; /* private to the decoder */
+};
+
+struct srv_decoder;
+
+/* Starts threads decode threads. Returns 0 and *out (free with
+ * srv_decoder_free), or -1 with a message. */
+int srv_decoder_new(int threads, struct srv_decoder **out, char *err, size_t errlen);
+
+/* Queues t (FIFO). Returns 0, or -1 once srv_decoder_free has begun: then
+ * t was not taken. Thread-safe. */
+int srv_decoder_submit(struct srv_decoder *d, struct srv_task *t);
+
+/* Tasks waiting for a decode thread. Thread-safe. */
+int srv_decoder_depth(struct srv_decoder *d);
+
+/* Refuses new tasks, runs every task already queued, joins the threads
+ * and frees. NULL ok. */
+void srv_decoder_free(struct srv_decoder *d);
 
 /* ------------------------------------------------------------------------ */
 /* HTTP (server/http.c)                                                     */

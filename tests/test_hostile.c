@@ -8,6 +8,7 @@
  * overload burst of 10x capacity, and SIGTERM under the hostile mix. */
 #include "test.h"
 
+#include "jpeg_bomb.h"
 #include "server_harness.h"
 
 #include <arpa/inet.h>
@@ -639,29 +640,54 @@ static void test_slowloris(void) {
 }
 
 /* A slow but steady upload well inside the deadline is not cut. */
-static void test_slow_upload_within_deadline(void) {
-    NEED_SERVER();
-    int fd = tcp_connect(g_srv.port, NULL);
-    CHECK(fd >= 0, "connect");
+/* Sends g_jpeg to port in pieces pieces, gap_ms apart, and returns the
+ * answer's status (0 when none), the answer in ans. */
+static int slow_upload(int port, int pieces, int gap_ms, char *ans, size_t cap) {
+    int fd = tcp_connect(port, NULL);
+    if (fd < 0) return 0;
     char head[256];
     int hl = snprintf(head, sizeof head,
                       "POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
                       "Content-Length: %zu\r\nConnection: close\r\n\r\n",
                       g_jpeg_len);
     int ok = send_all(fd, head, (size_t)hl) == 0;
-    /* The image in 10 pieces over ~1.5 s. */
-    size_t step = g_jpeg_len / 10 + 1;
+    size_t step = g_jpeg_len / (size_t)pieces + 1;
     for (size_t off = 0; ok && off < g_jpeg_len; off += step) {
         size_t n = g_jpeg_len - off < step ? g_jpeg_len - off : step;
         ok = send_all(fd, g_jpeg + off, n) == 0;
-        sleep_ms(150);
+        sleep_ms(gap_ms);
     }
-    char ans[8192];
-    long got = ok ? read_until_close(fd, ans, sizeof ans, 30) : -1;
+    ans[0] = 0;
+    long got = ok ? read_until_close(fd, ans, cap, 30) : -1;
     close(fd);
     int st = 0;
     if (got > 0) sscanf(ans, "HTTP/%*d.%*d %d", &st);
-    CHECK(st == 200, "slow upload: status %d (%.100s)", st, got > 0 ? ans : "");
+    return st;
+}
+
+static void test_slow_upload_within_deadline(void) {
+    NEED_SERVER();
+    char ans[8192];
+    int st = slow_upload(g_srv.port, 10, 150, ans, sizeof ans); /* ~1.5 s */
+    CHECK(st == 200, "slow upload: status %d (%.100s)", st, ans);
+}
+
+/* Issue 14.5: the inference deadline counts from the complete body, since
+ * reading has its own deadline: an upload that takes twice
+ * --request-timeout-ms (but well inside --request-read-timeout-s) on an
+ * idle server is answered 200, not 504. */
+static void test_slow_upload_deadline_from_body(void) {
+    char why[512];
+    struct server s;
+    const char *args[] = {"--request-timeout-ms", "1000", "--request-read-timeout-s", "20", NULL};
+    CHECK(server_spawn(&s, args, NULL, 1, why, sizeof why) == 0, "%s", why);
+    char ans[8192];
+    double t0 = now_s();
+    int st = slow_upload(s.port, 16, 150, ans, sizeof ans); /* ~2.4 s */
+    double dt = now_s() - t0;
+    int rc = server_stop(&s);
+    CHECK(st == 200 && dt > 2.0, "upload over %.1f s: status %d (%.150s)", dt, st, ans);
+    CHECK(rc == 0, "exit status %d", rc);
 }
 
 /* Thousands of idle connections from one address do not keep a client
@@ -781,13 +807,18 @@ static void test_inflight_budget(void) {
                           "off",
                           NULL};
     CHECK(server_spawn(&s, args, NULL, 1, why, sizeof why) == 0, "%s", why);
+    /* Two uploads that send 690 KB of their 700 KB and stall: the budget
+     * is taken as bytes arrive, so they hold 1.4 MB of it. */
     int hold[2];
     const char *head = "POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
                        "Content-Length: 700000\r\n\r\n\xff\xd8\xff";
+    unsigned char *fill = calloc(1, 690000);
     for (int i = 0; i < 2; i++) {
         hold[i] = tcp_connect(s.port, NULL);
-        if (hold[i] >= 0) send_all(hold[i], head, strlen(head));
+        if (hold[i] >= 0 && send_all(hold[i], head, strlen(head)) == 0)
+            send_all(hold[i], fill, 690000);
     }
+    free(fill);
     double reserved = scrape_until(&s, "imgclassd_inflight_body_bytes", 1400000, 10);
     unsigned char *body = calloc(1, 300000);
     memcpy(body, g_jpeg, g_jpeg_len);
@@ -1071,6 +1102,358 @@ static void test_sigterm_hostile_mix(void) {
 /* Main                                                                     */
 /* ------------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------------ */
+/* Round two (issue 14): decoder CPU bombs, signals, a second instance      */
+/* ------------------------------------------------------------------------ */
+
+/* Issue 14.6: ambiguous message framing (RFC 9112 6.1-6.3) is refused
+ * before any body byte is read, with the connection closed after the
+ * answer, so the bytes that follow are never parsed as a next request:
+ * two different Content-Lengths and Content-Length with Transfer-Encoding
+ * get 400 invalid_framing; an unknown transfer coding 501. A Content-Length
+ * that is not a number is refused by libmicrohttpd itself (400, closed).
+ * Issue 14.7: a query of hundreds of parameters gets 414 at once. */
+static void test_ambiguous_framing(void) {
+    NEED_SERVER();
+    const char *next = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    struct {
+        const char *name, *head, *body;
+        int status;
+        const char *code;
+    } cases[] = {
+        {"two Content-Lengths", "Content-Length: 4\r\nContent-Length: 50\r\n", "abcd", 400,
+         "invalid_framing"},
+        {"Content-Length and chunked", "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+         "4\r\nabcd\r\n0\r\n\r\n", 400, "invalid_framing"},
+        {"xchunked", "Transfer-Encoding: xchunked\r\n", "4\r\nabcd\r\n0\r\n\r\n", 501,
+         "unsupported_transfer_coding"},
+        {"gzip", "Transfer-Encoding: gzip\r\n", "4\r\nabcd\r\n0\r\n\r\n", 501,
+         "unsupported_transfer_coding"},
+        {"chunked, identity", "Transfer-Encoding: chunked, identity\r\n", "4\r\nabcd\r\n0\r\n\r\n",
+         501, "unsupported_transfer_coding"},
+        {"two Transfer-Encodings", "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+         "4\r\nabcd\r\n0\r\n\r\n", 501, "unsupported_transfer_coding"},
+        {"Content-Length +4", "Content-Length: +4\r\n", "abcd", 400, NULL},
+        {"Content-Length -1", "Content-Length: -1\r\n", "abcd", 400, NULL},
+        {"Content-Length 4 4", "Content-Length: 4 4\r\n", "abcd", 400, NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char req[1024], ans[16384];
+        int n = snprintf(req, sizeof req, "POST /classify HTTP/1.1\r\nHost: x\r\n%s\r\n%s%s",
+                         cases[i].head, cases[i].body, next);
+        int st = raw_request(g_srv.port, req, (size_t)n, ans, sizeof ans);
+        g_bad_inputs++;
+        int answers = 0;
+        for (const char *p = ans; (p = strstr(p, "HTTP/1.1 ")); p += 9)
+            answers++;
+        CHECK(st == cases[i].status, "%s: status %d (%.200s)", cases[i].name, st, ans);
+        CHECK(!strstr(ans, "HTTP/1.1 200"), "%s: the bytes after it were answered as a request",
+              cases[i].name);
+        CHECK(strcasestr(ans, "Connection: close"), "%s: not closed", cases[i].name);
+        if (cases[i].code) {
+            char want[96];
+            snprintf(want, sizeof want, "\"code\":\"%s\"", cases[i].code);
+            CHECK(answers == 1 && strstr(ans, want), "%s: %d answers (%.300s)", cases[i].name,
+                  answers, ans);
+        }
+    }
+    /* 600 query parameters in a 4 KB URL: 414 at once, not a hang. */
+    char url[8192];
+    size_t k = (size_t)snprintf(url, sizeof url, "GET /healthz?");
+    for (int i = 0; i < 600; i++)
+        k += (size_t)snprintf(url + k, sizeof url - k, "%sa%d=1", i ? "&" : "", i);
+    snprintf(url + k, sizeof url - k, " HTTP/1.1\r\nHost: x\r\n\r\n");
+    char ans[4096];
+    double t0 = now_s();
+    int st = raw_request(g_srv.port, url, strlen(url), ans, sizeof ans);
+    double dt = now_s() - t0;
+    g_bad_inputs++;
+    CHECK(st == 414 && strstr(ans, "uri_too_long") && dt < 5, "600 parameters: %d after %.1f s",
+          st, dt);
+    const char *e = still_healthy(&g_srv);
+    CHECK(!e, "%s", e);
+}
+
+/* Issue 14.2: connections that send only the headers of uploads as large
+ * as allowed, and then nothing, reserve no body budget: a real client
+ * beside 16 of them is served 200, and the budget gauge stays at 0. */
+static void test_budget_squatters(void) {
+    struct server s;
+    char why[512];
+    const char *args[] = {"--max-body-bytes", "1000000", "--max-inflight-bytes", "1500000", NULL};
+    CHECK(server_spawn(&s, args, NULL, 1, why, sizeof why) == 0, "%s", why);
+    const char *head = "POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                       "Content-Length: 1000000\r\n\r\n";
+    int fds[16], opened = 0;
+    for (int i = 0; i < 16; i++) {
+        fds[i] = tcp_connect(s.port, NULL);
+        if (fds[i] >= 0 && send_all(fds[i], head, strlen(head)) == 0) opened++;
+    }
+    g_bad_inputs += 16;
+    sleep_ms(300); /* every squatter's headers are in */
+    double held = scrape(&s, "imgclassd_inflight_body_bytes");
+    struct resp r;
+    post(&r, &s, "/classify", g_jpeg, g_jpeg_len, "image/jpeg");
+    long st = r.status;
+    char body[200];
+    snprintf(body, sizeof body, "%.190s", r.body ? r.body : "");
+    resp_free(&r);
+    for (int i = 0; i < 16; i++)
+        if (fds[i] >= 0) close(fds[i]);
+    int rc = server_stop(&s);
+    CHECK(opened == 16, "only %d squatters connected", opened);
+    CHECK(held == 0, "16 squatters hold %.0f bytes of the budget", held);
+    CHECK(st == 200, "a real client beside 16 squatters: %ld %s", st, body);
+    CHECK(rc == 0, "exit status %d", rc);
+}
+
+/* CPU seconds (user + system) the process has used, from /proc. */
+static double proc_cpu_s(pid_t pid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* A multipart body of n copies of one file. */
+static char *multipart_of(const unsigned char *f, size_t flen, int n, size_t *len) {
+    const char *head = "--BoMb\r\nContent-Disposition: form-data; name=\"f\"; filename=\"b.jpg\"\r\n"
+                       "Content-Type: image/jpeg\r\n\r\n";
+    size_t hl = strlen(head), cap = (size_t)n * (hl + flen + 2) + 16, k = 0;
+    char *b = malloc(cap);
+    for (int i = 0; i < n; i++) {
+        memcpy(b + k, head, hl);
+        k += hl;
+        memcpy(b + k, f, flen);
+        k += flen;
+        memcpy(b + k, "\r\n", 2);
+        k += 2;
+    }
+    memcpy(b + k, "--BoMb--\r\n", 10);
+    *len = k + 10;
+    return b;
+}
+
+/* The bounds SECURITY.md states for decoding with the default limits:
+ * one image, and one request of up to --max-files images, in CPU seconds
+ * of the server (measured here: about 0.35 s and 0.9 s on the 2-core CI
+ * machine; the bounds leave room for a slower one and for sanitizers). */
+#define DECODE_CPU_PER_IMAGE_S 1.5
+#define DECODE_CPU_PER_REQUEST_S 3.0
+
+struct bomb_client {
+    const struct server *s;
+    const char *body;
+    size_t len;
+};
+
+/* Posts a body and closes the connection at once (the attacker does not
+ * wait for answers). */
+static void *bomb_and_leave(void *arg) {
+    struct bomb_client *b = arg;
+    char head[256];
+    int hl = snprintf(head, sizeof head,
+                      "POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+                      "boundary=BoMb\r\nContent-Length: %zu\r\n\r\n",
+                      b->len);
+    int fd = tcp_connect(b->s->port, NULL);
+    if (fd >= 0) {
+        if (send_all(fd, head, (size_t)hl) == 0) send_all(fd, b->body, b->len);
+        close(fd);
+    }
+    return NULL;
+}
+
+/* Issue 14.1: tiny progressive / arithmetic-coded files that declare a
+ * large image and many scans, or need a huge coefficient buffer. Each is
+ * refused with 413 decode_limit within the stated CPU bound; a request of
+ * 16 of them stays within the per-request bound; /healthz stays under 1 s
+ * while two such requests from clients that left are being decoded. */
+static void test_decode_bombs(void) {
+    char why[512];
+    struct server s;
+    const char *args[] = {"--max-files", "16", NULL};
+    CHECK(server_spawn(&s, args, NULL, 1, why, sizeof why) == 0, "%s", why);
+    size_t scan_len, cmyk_len;
+    unsigned char *scan = t_scan_heavy_jpeg(16384, 2441, 1, 1, 505, &scan_len);
+    unsigned char *cmyk = t_scan_heavy_jpeg(6324, 6324, 4, 1, 5, &cmyk_len);
+    size_t mp_len;
+    char *mp = multipart_of(scan, scan_len, 16, &mp_len);
+    const char *fail = NULL;
+    char msg[700] = "";
+    struct resp r;
+
+    /* One image of each kind. */
+    struct {
+        const char *name;
+        const unsigned char *body;
+        size_t len;
+        const char *needle;
+    } one[] = {{"500-scan arithmetic 16384x2441", scan, scan_len, "--max-decode-work"},
+               {"4-component 40 MP progressive", cmyk, cmyk_len, "--max-decode-memory"}};
+    for (size_t i = 0; i < 2 && !fail; i++) {
+        double c0 = proc_cpu_s(s.pid);
+        post(&r, &s, "/classify", one[i].body, one[i].len, "image/jpeg");
+        double cpu = proc_cpu_s(s.pid) - c0;
+        g_bad_inputs++;
+        const char *e = hostile_error(&r, 413, "decode_limit");
+        if (!e && !strstr(r.body, one[i].needle)) e = "the message does not name the limit";
+        if (!e && cpu > DECODE_CPU_PER_IMAGE_S) e = "over the per-image CPU bound";
+        if (e) {
+            snprintf(msg, sizeof msg, "%s (%zu bytes): %s; %.2f s CPU; %.200s", one[i].name,
+                     one[i].len, e, cpu, r.body ? r.body : "");
+            fail = msg;
+        }
+        resp_free(&r);
+    }
+
+    /* 16 scan bombs in one request: every file refused, within the bound. */
+    if (!fail) {
+        double c0 = proc_cpu_s(s.pid);
+        post(&r, &s, "/classify", mp, mp_len, "multipart/form-data; boundary=BoMb");
+        double cpu = proc_cpu_s(s.pid) - c0;
+        g_bad_inputs++;
+        json_t *j = resp_json(&r);
+        json_t *res = json_object_get(j, "results");
+        int refused = 0;
+        for (size_t i = 0; i < json_array_size(res); i++) {
+            json_t *err = json_object_get(json_array_get(res, i), "error");
+            const char *code = json_string_value(json_object_get(err, "code"));
+            refused += code && !strcmp(code, "decode_limit");
+        }
+        json_decref(j);
+        if (r.status != 200 || refused != 16 || cpu > DECODE_CPU_PER_REQUEST_S) {
+            snprintf(msg, sizeof msg,
+                     "16 bombs in one request (%zu bytes): status %ld, %d of 16 refused with "
+                     "decode_limit, %.2f s CPU (bound %.1f)",
+                     mp_len, r.status, refused, cpu, DECODE_CPU_PER_REQUEST_S);
+            fail = msg;
+        } else {
+            printf("# decode bombs: one request of 16 (%zu bytes) cost %.2f s of server CPU\n",
+                   mp_len, cpu);
+        }
+        resp_free(&r);
+    }
+
+    /* Two such requests from clients that leave at once; /healthz and
+     * /readyz answer within 1 s throughout. */
+    if (!fail) {
+        struct bomb_client bc = {&s, mp, mp_len};
+        pthread_t th[2];
+        for (int i = 0; i < 2; i++)
+            pthread_create(&th[i], NULL, bomb_and_leave, &bc);
+        double worst = 0, end = now_s() + 3;
+        int probes = 0;
+        while (now_s() < end && !fail) {
+            double t0 = now_s();
+            get(&r, &s, probes % 2 ? "/readyz" : "/healthz");
+            double dt = now_s() - t0;
+            if (dt > worst) worst = dt;
+            if (r.status != 200 || dt > 1.0) {
+                snprintf(msg, sizeof msg, "%s during the attack: %ld after %.2f s",
+                         probes % 2 ? "/readyz" : "/healthz", r.status, dt);
+                fail = msg;
+            }
+            resp_free(&r);
+            probes++;
+            sleep_ms(50);
+        }
+        for (int i = 0; i < 2; i++)
+            pthread_join(th[i], NULL);
+        if (!fail) printf("# decode bombs: %d health probes, slowest %.0f ms\n", probes, worst * 1e3);
+    }
+    if (!fail) fail = still_healthy(&s);
+    free(scan);
+    free(cmyk);
+    free(mp);
+    int rc = server_stop(&s);
+    CHECK(!fail, "%s", fail);
+    CHECK(rc == 0, "exit status %d; log: %s", rc, log_tail(&s));
+}
+
+/* Issue 14.3: no signal is fatal. SIGHUP, SIGUSR1 and SIGUSR2 are logged
+ * and ignored; a second and third SIGTERM/SIGINT, during the drain period
+ * or after it, do not kill the process: it exits 0 having answered the
+ * request in flight. */
+static void test_signals_not_fatal(void) {
+    char why[512];
+    struct server s;
+    const char *args[] = {"--drain-seconds", "1", NULL};
+    CHECK(server_spawn(&s, args, NULL, 1, why, sizeof why) == 0, "%s", why);
+    const int others[] = {SIGHUP, SIGUSR1, SIGUSR2, SIGHUP};
+    for (int i = 0; i < 4; i++)
+        kill(s.pid, others[i]);
+    sleep_ms(200);
+    const char *e = still_healthy(&s);
+    if (e) {
+        server_stop(&s);
+        CHECK(0, "after SIGHUP/SIGUSR1/SIGUSR2: %s; log: %s", e, log_tail(&s));
+    }
+    kill(s.pid, SIGTERM);
+    sleep_ms(300);
+    kill(s.pid, SIGINT); /* ends the drain period */
+    for (int i = 0; i < 20; i++) {
+        kill(s.pid, i % 2 ? SIGTERM : SIGINT); /* after it: logged, not fatal */
+        kill(s.pid, SIGHUP);
+        sleep_ms(5);
+    }
+    int rc = server_wait(&s, 60);
+    CHECK(rc == 0, "exit status %d after repeated signals; log: %s", rc, log_tail(&s));
+    size_t n = 0;
+    char *log = (char *)t_read_file(s.log, &n);
+    int logged = log && strstr(log, "SIGUSR1: ignored") && strstr(log, "second SIGINT");
+    free(log);
+    CHECK(logged, "the log does not record the signals: %s", log_tail(&s));
+}
+
+/* Issue 14.3: SIGTERM while the model loads: logged at once, then a clean
+ * exit 0 once loading returns, without ever turning ready. */
+static void test_signal_during_load(void) {
+    char why[512];
+    struct server s;
+    const char *args[] = {"--model", "random:resnet101", NULL};
+    CHECK(server_spawn(&s, args, NULL, 0, why, sizeof why) == 0, "%s", why);
+    kill(s.pid, SIGTERM);
+    kill(s.pid, SIGUSR2);
+    kill(s.pid, SIGTERM);
+    int rc = server_wait(&s, 120);
+    CHECK(rc == 0, "exit status %d; log: %s", rc, log_tail(&s));
+    size_t n = 0;
+    char *log = (char *)t_read_file(s.log, &n);
+    int ok = log && strstr(log, "SIGTERM during start-up") && !strstr(log, "ready in");
+    free(log);
+    CHECK(ok, "log: %s", log_tail(&s));
+}
+
+/* Issue 14.4: a second imgclassd on a port in use fails at once with
+ * "Address already in use" and a non-zero exit status. */
+static void test_second_instance(void) {
+    char why[512];
+    struct server a, b;
+    CHECK(server_spawn(&a, NULL, NULL, 0, why, sizeof why) == 0, "%s", why);
+    char port[16];
+    snprintf(port, sizeof port, "%d", a.port);
+    const char *args[] = {"--port", port, NULL};
+    int started = server_spawn(&b, args, NULL, 0, why, sizeof why) == 0;
+    int rc = started ? (server_stop(&b), b.exit_status) : server_wait(&b, 30);
+    size_t n = 0;
+    char *log = (char *)t_read_file(b.log, &n);
+    int named = log && strstr(log, "Address already in use");
+    free(log);
+    int rca = server_stop(&a);
+    CHECK(!started, "the second instance started on port %s", port);
+    CHECK(rc != 0 && named, "exit status %d; log: %s", rc, log_tail(&b));
+    CHECK(rca == 0, "first instance: exit status %d", rca);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     t_suite = "hostile";
@@ -1107,6 +1490,7 @@ int main(int argc, char **argv) {
     RUN_T(test_slowloris, 120);
     RUN_T(test_slow_upload_within_deadline, 120);
     RUN_T(test_half_close, 120);
+    RUN_T(test_ambiguous_framing, 120);
 
     int rc = server_stop(&g_srv);
     if (g_srv_up) {
@@ -1124,6 +1508,12 @@ int main(int argc, char **argv) {
     RUN_T(test_inflight_budget, 120);
     RUN_T(test_overload_burst, 600);
     RUN_T(test_sigterm_hostile_mix, 300);
+    RUN_T(test_decode_bombs, 300);
+    RUN_T(test_budget_squatters, 120);
+    RUN_T(test_slow_upload_deadline_from_body, 120);
+    RUN_T(test_signals_not_fatal, 120);
+    RUN_T(test_signal_during_load, 300);
+    RUN_T(test_second_instance, 120);
 
     printf("# hostile: %ld bad inputs and hostile connections sent\n", g_bad_inputs);
     free(g_jpeg);

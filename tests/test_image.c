@@ -5,6 +5,8 @@
 #include "engine.h"
 #include "test.h"
 
+#include "jpeg_bomb.h"
+
 #include <dirent.h>
 #include <math.h>
 #include <pthread.h>
@@ -272,44 +274,104 @@ static void test_extra_bytes(void) {
     CHECK(ok, "status %d, after EOI %d, before EOI %d", sa, sb, sc);
 }
 
-/* A valid progressive file with 568 scans (one per coefficient and bit
- * plane) is stopped at 500 scans instead of costing 568 passes. */
-static void test_scan_limit(void) {
-    static jpeg_scan_info scans[1 + 3 * 63 * 3];
-    int n = 0;
-    scans[n++] = (jpeg_scan_info){3, {0, 1, 2, 0}, 0, 0, 0, 0};
-    for (int c = 0; c < 3; c++)
-        for (int k = 1; k < 64; k++) {
-            scans[n++] = (jpeg_scan_info){1, {c, 0, 0, 0}, k, k, 0, 2};
-            scans[n++] = (jpeg_scan_info){1, {c, 0, 0, 0}, k, k, 2, 1};
-            scans[n++] = (jpeg_scan_info){1, {c, 0, 0, 0}, k, k, 1, 0};
-        }
-    int w = 16, h = 16;
-    uint8_t *px = make_pixels(w, h, 3);
-    struct jpeg_compress_struct c;
-    struct jpeg_error_mgr e;
-    c.err = jpeg_std_error(&e);
-    jpeg_create_compress(&c);
-    unsigned char *jpg = NULL;
-    unsigned long len = 0;
-    jpeg_mem_dest(&c, &jpg, &len);
-    c.image_width = (JDIMENSION)w, c.image_height = (JDIMENSION)h;
-    c.input_components = 3, c.in_color_space = JCS_RGB;
-    jpeg_set_defaults(&c);
-    c.scan_info = scans, c.num_scans = n;
-    jpeg_start_compress(&c, TRUE);
-    while (c.next_scanline < c.image_height) {
-        JSAMPROW row = px + (size_t)c.next_scanline * w * 3;
-        jpeg_write_scanlines(&c, &row, 1);
-    }
-    jpeg_finish_compress(&c);
-    jpeg_destroy_compress(&c);
+/* The default limits with the size limits replaced. */
+static struct eng_image_limits size_limits(int w, int h, int64_t pixels) {
+    struct eng_image_limits lim;
+    eng_image_limits_default(&lim);
+    lim.max_width = w;
+    lim.max_height = h;
+    lim.max_pixels = pixels;
+    return lim;
+}
+
+struct stop_at {
+    int64_t blocks; /* stop once this many block-scans are reported */
+    int calls;
+    int64_t last;
+};
+
+static int stop_check(void *arg, int64_t blocks) {
+    struct stop_at *s = arg;
+    s->calls++;
+    s->last = blocks;
+    return blocks >= s->blocks;
+}
+
+/* Issue 14: the decode work limit stops a 9 KB file of 16384x2441 with 505
+ * scans at the first scan over the limit (each scan costs every block of
+ * its component: 2048 x 306 = 626688); the coefficient memory limit refuses
+ * a 4-component 40 MP progressive file before a scan is decoded; the
+ * caller's check is called with the running count and can stop a decode;
+ * a normal progressive photo decodes under the defaults. */
+static void test_decode_work_limits(void) {
+    size_t len;
+    char err[256] = "";
+    struct eng_rgb img;
+    uint8_t *bomb = t_scan_heavy_jpeg(16384, 2441, 1, 1, 505, &len);
+    CHECK(len < 16384, "the bomb is %zu bytes", len);
+    struct eng_image_limits lim;
+    eng_image_limits_default(&lim);
+    lim.max_scan_blocks = 4 * 626688; /* four whole scans */
+    struct stop_at seen = {INT64_MAX, 0, 0};
+    lim.check = stop_check;
+    lim.check_arg = &seen;
+    enum eng_status st = eng_image_decode(bomb, len, &lim, 0, &img, err, sizeof err);
+    CHECK(st == ENG_ERR_DECODE_LIMIT && !img.px, "status %d (%s)", st, err);
+    CHECK(strstr(err, "(5 scans so far)") && strstr(err, "work limit"), "message: %s", err);
+    CHECK(seen.calls > 0 && seen.last == 4 * 626688, "check saw %lld after %d calls",
+          (long long)seen.last, seen.calls);
+
+    /* The caller's check stops it too, at the scan it asked for. */
+    eng_image_limits_default(&lim);
+    seen = (struct stop_at){3 * 626688, 0, 0};
+    lim.check = stop_check;
+    lim.check_arg = &seen;
+    st = eng_image_decode(bomb, len, &lim, 0, &img, err, sizeof err);
+    CHECK(st == ENG_ERR_CANCELLED && !img.px && seen.last == 3 * 626688, "status %d (%s), %lld",
+          st, err, (long long)seen.last);
+    free(bomb);
+
+    /* 4 x 40 MP of coefficients (305 MiB) is refused from the header. */
+    bomb = t_scan_heavy_jpeg(6324, 6324, 4, 0, 5, &len);
+    eng_image_limits_default(&lim);
+    seen = (struct stop_at){INT64_MAX, 0, 0};
+    lim.check = stop_check;
+    lim.check_arg = &seen;
+    st = eng_image_decode(bomb, len, &lim, 0, &img, err, sizeof err);
+    CHECK(st == ENG_ERR_DECODE_LIMIT && seen.calls == 0, "status %d (%s)", st, err);
+    CHECK(strstr(err, "305 MiB of coefficient memory") && strstr(err, "192 MiB"), "message: %s",
+          err);
+    lim.max_coef_bytes = (int64_t)320 << 20;
+    struct eng_image_info info;
+    CHECK(eng_image_probe(bomb, len, &lim, &info, err, sizeof err) == ENG_OK, "%s", err);
+    free(bomb);
+
+    /* An ordinary progressive image is well inside the defaults. */
+    uint8_t *px = make_pixels(640, 480, 3);
+    uint8_t *jpg = encode(px, 640, 480, &(struct enc){.comps = 3, .in_cs = JCS_RGB, .progressive = 1},
+                          &len);
+    eng_image_limits_default(&lim);
+    seen = (struct stop_at){INT64_MAX, 0, 0};
+    lim.check = stop_check;
+    lim.check_arg = &seen;
+    st = eng_image_decode(jpg, len, &lim, 0, &img, err, sizeof err);
+    CHECK(st == ENG_OK && img.w == 640, "status %d (%s)", st, err);
+    CHECK(seen.last > 0 && seen.last < 40 * 7200, "a 640x480 progressive file cost %lld",
+          (long long)seen.last);
+    eng_rgb_free(&img);
+    free(jpg);
     free(px);
+}
+
+/* A valid progressive file with 568 scans (one per coefficient, component
+ * and bit plane) is stopped at 500 scans instead of costing 568 passes. */
+static void test_scan_limit(void) {
+    size_t len;
+    unsigned char *jpg = t_scan_heavy_jpeg(16, 16, 3, 0, 568, &len);
     struct eng_rgb img;
     char err[256] = "";
     enum eng_status st = eng_image_decode(jpg, len, NULL, 0, &img, err, sizeof err);
     free(jpg);
-    CHECK(n == 568);
     CHECK(st == ENG_ERR_IMAGE && img.px == NULL, "status %d (%s)", st, err);
     CHECK(strstr(err, "500 progressive scans"), "message: %s", err);
 }
@@ -378,18 +440,22 @@ static void test_too_large(void) {
 
     /* Each limit on its own, on a real 40x30 image. */
     jpg = encode_rgb(40, 30, &len);
-    struct eng_image_limits lim = {40, 30, 1200};
+    struct eng_image_limits lim = size_limits(40, 30, 1200);
     st = eng_image_decode(jpg, len, &lim, 0, &img, err, sizeof err);
     CHECK(st == ENG_OK && img.w == 40 && img.h == 30, "at the limits: %d (%s)", st, err);
     eng_rgb_free(&img);
-    struct eng_image_limits over[] = {{39, 30, 1200}, {40, 29, 1200}, {40, 30, 1199}};
+    struct eng_image_limits over[] = {size_limits(39, 30, 1200), size_limits(40, 29, 1200),
+                                      size_limits(40, 30, 1199)};
     for (int i = 0; i < 3; i++) {
         st = eng_image_decode(jpg, len, &over[i], 0, &img, err, sizeof err);
         CHECK(st == ENG_ERR_TOO_LARGE && img.px == NULL, "limit %d: %d", i, st);
         CHECK(strstr(err, "40x30"), "message: %s", err);
     }
-    struct eng_image_limits zero = {0, 0, 0};
+    struct eng_image_limits zero = size_limits(0, 0, 0);
     CHECK(eng_image_probe(jpg, len, &zero, &info, NULL, 0) == ENG_ERR_ARG);
+    struct eng_image_limits no_work = size_limits(40, 30, 1200);
+    no_work.max_scan_blocks = 0;
+    CHECK(eng_image_probe(jpg, len, &no_work, &info, NULL, 0) == ENG_ERR_ARG);
     free(jpg);
 }
 
@@ -1189,6 +1255,7 @@ int main(void) {
     RUN(test_transform_crop);
     RUN(test_transform_resize);
     RUN(test_transform_pad);
+    RUN(test_decode_work_limits);
     RUN(test_transform_args);
     RUN(test_preprocess);
     RUN(test_threads);
