@@ -110,11 +110,17 @@ $(REF)/stamp: tests/gen_reference.py
 	$(PY) tests/gen_reference.py --out $(REF)
 	@touch $@
 
+# PyTorch's own int8 (onednn) on the reference ResNet-50: the bar for the
+# engine's int8 agreement with fp32 (tests/test_int8.c).
+$(REF)/int8_stamp: tests/gen_int8_reference.py $(REF)/stamp
+	$(PY) tests/gen_int8_reference.py --ref $(REF)
+	@touch $@
+
 check-deps:
 	@$(MAKE) --no-print-directory deps
 
 test: check-deps  ## install deps, build, generate torchvision references, run all tests
-	@$(MAKE) --no-print-directory all $(B)/fetch-model $(TEST_BIN) $(REF)/stamp
+	@$(MAKE) --no-print-directory all $(B)/fetch-model $(TEST_BIN) $(REF)/stamp $(REF)/int8_stamp
 	@IMGCLASS_REF=$(REF) IMGCLASS_BIN=$(B)/imgclass IMGCLASSD_BIN=$(B)/imgclassd \
 	    IMGCLASS_FETCH=$(B)/fetch-model bash tests/run.sh $(TEST_BIN) $(TEST_SCRIPTS)
 

@@ -437,6 +437,119 @@ static void test_precision_api(void) {
     eng_model_free(m);
 }
 
+/* ------------------------------------------------------------------------ */
+/* End to end: agreement with fp32, against PyTorch onednn int8's           */
+/* ------------------------------------------------------------------------ */
+
+static json_t *load_json(const char *dir, const char *name) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return json_load_file(path, 0, NULL);
+}
+
+static float *load_f32(const char *dir, const char *name, size_t count) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    float *buf = f ? malloc(sizeof(float) * count) : NULL;
+    bool ok = buf && fread(buf, sizeof(float), count, f) == count;
+    if (f) fclose(f);
+    if (!ok) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+/* On the shared photos, the engine's int8 agrees with its fp32 (top-1 and
+ * mean logit cosine) at least as well as PyTorch's onednn int8 agrees with
+ * PyTorch's fp32, on the same random ResNet-50 weights (the tensors and the
+ * PyTorch figures come from tests/gen_reference.py and
+ * tests/gen_int8_reference.py). */
+static void test_agreement_vs_pytorch(void) {
+    if (eng_precision_supported(ENG_PRECISION_INT8, NULL, 0) != ENG_OK)
+        SKIP("this CPU has no AVX-512 VNNI");
+    const char *env = getenv("IMGCLASS_REF");
+    const char *dir = env && *env ? env : "build/ref";
+    json_t *man = load_json(dir, "manifest.json"), *tq = load_json(dir, "int8_manifest.json");
+    if (!man || !tq) {
+        json_decref(man);
+        json_decref(tq);
+        SKIP("no %s/manifest.json or int8_manifest.json: `make build/ref/int8_stamp` makes them",
+             dir);
+    }
+    json_t *shared = json_object_get(tq, "shared");
+    json_t *images = json_object_get(man, "images");
+    const int n = (int)json_array_size(images);
+    int idx[256], ns = 0;
+    for (int i = 0; i < n && ns < 256; i++) {
+        const char *kind = json_string_value(json_object_get(json_array_get(images, i), "kind"));
+        if (kind && !strcmp(kind, "shared")) idx[ns++] = i;
+    }
+    if (!ns || !json_object_size(shared)) {
+        json_decref(man);
+        json_decref(tq);
+        SKIP("the shared photos (../shared/images) were absent when the references were made");
+    }
+    const double torch_top1 = json_number_value(json_object_get(shared, "top1"));
+    const double torch_cos = json_number_value(json_object_get(shared, "mean_cosine"));
+    const double torch_top5 = json_number_value(json_object_get(shared, "top5"));
+    const size_t img = (size_t)3 * 224 * 224;
+    float *x = load_f32(dir, json_string_value(json_object_get(man, "logits_preproc")), img * n);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/resnet50.safetensors", dir);
+    json_decref(man);
+    json_decref(tq);
+    CHECK(x, "cannot read the preprocessed images in %s", dir);
+    float *lg[2] = {malloc(sizeof(float) * 1000 * ns), malloc(sizeof(float) * 1000 * ns)};
+    float *batch = malloc(sizeof(float) * img * 8);
+    bool ok = lg[0] && lg[1] && batch;
+    eng_set_threads(2);
+    for (int p = 0; p < 2 && ok; p++) {
+        struct eng_model *m = NULL;
+        struct eng_ctx *c = NULL;
+        ok = eng_model_load_ex(path, p ? ENG_PRECISION_INT8 : ENG_PRECISION_FP32, &m, NULL, 0) == ENG_OK &&
+             eng_ctx_new(m, 8, 224, &c, NULL, 0) == ENG_OK;
+        for (int i0 = 0; i0 < ns && ok; i0 += 8) {
+            int k = ns - i0 < 8 ? ns - i0 : 8;
+            for (int i = 0; i < k; i++) memcpy(batch + i * img, x + idx[i0 + i] * img, sizeof(float) * img);
+            ok = eng_ctx_forward(c, batch, k, lg[p] + (size_t)i0 * 1000) == ENG_OK;
+        }
+        eng_ctx_free(c);
+        eng_model_free(m);
+    }
+    eng_shutdown();
+    int top1 = 0, top5 = 0;
+    double cos = 0;
+    for (int i = 0; ok && i < ns; i++) {
+        const float *a = lg[0] + (size_t)i * 1000, *b = lg[1] + (size_t)i * 1000;
+        struct eng_pred pa[1], pb[5];
+        eng_topk(a, 1000, 1, pa);
+        eng_topk(b, 1000, 5, pb);
+        top1 += pa[0].index == pb[0].index;
+        for (int j = 0; j < 5; j++) top5 += pa[0].index == pb[j].index;
+        double dot = 0, na = 0, nb = 0;
+        for (int j = 0; j < 1000; j++) {
+            dot += (double)a[j] * b[j];
+            na += (double)a[j] * a[j];
+            nb += (double)b[j] * b[j];
+        }
+        cos += dot / sqrt(na * nb);
+    }
+    free(x);
+    free(lg[0]);
+    free(lg[1]);
+    free(batch);
+    CHECK(ok, "loading %s or a forward pass failed", path);
+    printf("  int8.agreement_vs_pytorch: %d shared photos: engine int8 vs fp32 top-1 %.1f%%, "
+           "top-5 %.1f%%, mean cosine %.5f; PyTorch onednn int8 vs fp32 top-1 %.1f%%, top-5 "
+           "%.1f%%, mean cosine %.5f\n",
+           ns, 100.0 * top1 / ns, 100.0 * top5 / ns, cos / ns, 100 * torch_top1, 100 * torch_top5,
+           torch_cos);
+    CHECK((double)top1 / ns >= torch_top1 - 1e-9 && cos / ns >= torch_cos,
+          "engine int8 agrees less with fp32 than PyTorch's int8 does");
+}
+
 int main(void) {
     t_suite = "int8";
     RUN(test_kernel_matches_reference);
@@ -448,5 +561,6 @@ int main(void) {
     RUN(test_precision_api);
     RUN(test_batch_invariance_fp32);
     RUN(test_batch_invariance_int8);
+    RUN(test_agreement_vs_pytorch);
     return t_done();
 }

@@ -90,6 +90,33 @@ bench_engine_and_torch() {
     echo "== $v, round $round/$ROUNDS: PyTorch reference" >&2
     line=$(run_env "$v" "$PY" tests/bench/bench_torch.py --seconds "$SECONDS_PER" --threads "$ncpu")
     echo "{\"kind\": \"torch\", \"data\": $line}" >>"$f"
+    bench_int8 "$v" "$f" "$round"
+}
+
+# int8: the engine (when the CPU can) and PyTorch's onednn int8, alternating
+# with the rounds above; the peaks measured once per round.
+bench_int8() {
+    local v=$1 f=$2 round=$3
+    echo "== $v, round $round/$ROUNDS: int8 engine, PyTorch onednn int8, peaks" >&2
+    line=$("$B/imgclass" --peak --json)
+    echo "$line" >&2
+    echo "{\"kind\": \"peak\", \"data\": $line}" >>"$f"
+    if "$B/imgclass" --bench --precision int8 --seconds 1 --batch 1 >/dev/null 2>&1; then
+        for layout in "1 $ncpu" "$ncpu $ncpu"; do
+            set -- $layout
+            for batch in 1 2 4 8 16; do
+                line=$(run_env "$v" "$B/imgclass" --bench --json --precision int8 --model "$MODEL" \
+                    --batch "$batch" --seconds "$SECONDS_PER" --workers "$1" --threads "$2")
+                echo "$line" >&2
+                echo "{\"kind\": \"engine_int8\", \"data\": $line}" >>"$f"
+            done
+        done
+    else
+        echo "bench: this CPU runs no int8 (no AVX-512 VNNI): int8 rows left out" >&2
+    fi
+    line=$(run_env "$v" "$PY" tests/bench/bench_torch_int8.py --seconds "$SECONDS_PER" \
+        --threads "$ncpu" --images "$IMAGES_DIR")
+    echo "{\"kind\": \"torch_int8\", \"data\": $line}" >>"$f"
 }
 
 bench_server() {

@@ -64,8 +64,22 @@ def summarise(rows):
                                      single["batch_latency_p50_ms"] + s1["mean_decode_ms"] + 5)
     if weights_mb:
         targets["peak_rss_mb"] = (rss / 2**20, "<=", 2 * weights_mb + 200)
+    int8 = best_of_rounds([r["data"] for r in rows if r["kind"] == "engine_int8"], cfg)
+    tq = best_of_rounds([r for t in rows if t["kind"] == "torch_int8" for r in t["data"]["runs"]],
+                        lambda r: r["batch"])
+    peaks = [r["data"] for r in rows if r["kind"] == "peak"]
+    peak = {k: max(p[k] for p in peaks) for k in peaks[0]} if peaks else {}
+    if int8 and tq:
+        sat8 = max(int8, key=lambda e: e["images_per_s"])
+        single8 = min((e for e in int8 if e["batch"] == 1), key=lambda e: e["batch_latency_p50_ms"])
+        tq_best = max(tq, key=lambda r: r["images_per_s"])
+        tq_b1 = next(r for r in tq if r["batch"] == 1)
+        targets["int8_vs_torch_int8"] = (sat8["images_per_s"] / tq_best["images_per_s"], ">=", 1.25)
+        targets["int8_vs_engine_fp32"] = (sat8["images_per_s"] / sat["images_per_s"], ">=", 2.5)
+        targets["int8_single_latency_ms_vs_torch_int8_b1"] = (single8["batch_latency_p50_ms"], "<=",
+                                                             tq_b1["batch_latency_ms"])
     met = {k: (v <= lim if op == "<=" else v >= lim) for k, (v, op, lim) in targets.items()}
-    return {"engine": engine, "engine_portable": portable, "engine_saturated": sat, "engine_single": single, "torch": torch,
+    return {"engine_int8": int8, "torch_int8": tq, "peak": peak, "engine": engine, "engine_portable": portable, "engine_saturated": sat, "engine_single": single, "torch": torch,
             "server": server, "server_peak_rss_bytes": rss,
             "targets": {k: {"value": v, "op": op, "limit": lim, "met": met[k]}
                         for k, (v, op, lim) in targets.items()}}
@@ -93,6 +107,18 @@ def table(name, s):
                    f"mean batch {sv['mean_batch']:.2f}, decode {sv['mean_decode_ms']:.1f} ms, "
                    f"{sv['errors']} errors |")
     out.append(f"| server peak RSS (64 clients) | | | {s['server_peak_rss_bytes'] / 2**20:.0f} MB |")
+    for e in s.get("engine_int8", []):
+        out.append(f"| engine int8 b{e['batch']} {e['workers']}w x {e['threads']}t ({e['kernel']}) | "
+                   f"{e['images_per_s']:.1f} | {e['batch_latency_p50_ms']:.1f} (batch p50) | "
+                   f"{e['gflops']:.0f} GOP/s |")
+    for r in s.get("torch_int8", []):
+        out.append(f"| PyTorch onednn int8 b{r['batch']} | {r['images_per_s']:.1f} | "
+                   f"{r['batch_latency_ms']:.1f} (batch) | |")
+    p = s.get("peak")
+    if p:
+        out.append(f"| peak, best of rounds | | | fp32 FMA {p['fp32_fma_core_gflops']:.0f} GFLOP/s per "
+                   f"core, {p['fp32_fma_sum_gflops']:.0f} all cores; int8 VNNI "
+                   f"{p['int8_vnni_core_gops']:.0f} GOP/s per core, {p['int8_vnni_sum_gops']:.0f} all |")
     out += ["", "| target | measured | goal | met |", "|---|---|---|---|"]
     for k, v in s["targets"].items():
         out.append(f"| {k} | {v['value']:.2f} | {v['op']} {v['limit']:.2f} | "
