@@ -3,6 +3,8 @@
  * and validation messages that name the flag. */
 #include "server.h"
 
+#include "cors.h"
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -94,6 +96,17 @@ static const struct opt opts[] = {
      "open connections; more are refused"},
     {"max-connections-per-ip", OPT_INT, F(max_connections_per_ip), 0, 1000000, "N",
      "open connections from one client address (0 = no limit)"},
+    {"cors-origins", OPT_STR, F(cors_origins), 0, 0, "LIST",
+     "origins whose pages may call the API (CORS): https://host[:port],... or * (\"\" = none)"},
+    {"auth-token-file", OPT_STR, F(auth_token_file), 0, 0, "FILE",
+     "require Authorization: Bearer with a token from FILE (one per line; SIGHUP re-reads it)"},
+    {"metrics-public", OPT_ONOFF, F(metrics_public), 0, 0, "on|off",
+     "serve /metrics without a token when --auth-token-file is set"},
+    {"linger-bytes", OPT_I64, F(linger_bytes), 0, (int64_t)1 << 40, "BYTES",
+     "after refusing an upload mid-body, read and discard this much more so the client sees "
+     "the answer (0 = close at once)"},
+    {"linger-seconds", OPT_INT, F(linger_seconds), 0, 3600, "S",
+     "longest such discarding lasts before the connection is closed"},
     {"healthcheck", OPT_SWITCH, F(healthcheck), 0, 0, NULL,
      "probe http://127.0.0.1:PORT/healthz and exit 0 (healthy) or 1"},
     {"help", OPT_SWITCH, F(help), 0, 0, NULL, "print this help and exit"},
@@ -128,6 +141,11 @@ void srv_config_default(struct srv_config *c) {
     c->max_inflight_bytes = (int64_t)256 << 20;
     c->max_connections = 1000;
     c->max_connections_per_ip = 0;
+    /* Lingering close: nginx reads for up to 30 s (lingering_time); 64 MiB
+     * lets a client that sends four times the default --max-body-bytes
+     * still read its 413, and at 1 Gbit/s takes half a second. */
+    c->linger_bytes = (int64_t)64 << 20;
+    c->linger_seconds = 30;
 }
 
 /* IMGCLASSD_ + the flag name in upper case with '-' -> '_'. */
@@ -289,6 +307,15 @@ int srv_config_parse(struct srv_config *c, int argc, char **argv, char *err, siz
         snprintf(err, errlen, "--model: must not be empty");
         return -1;
     }
+    /* Origins are checked here, so a typo stops the server at start with
+     * the flag's name rather than silently allowing nothing. */
+    struct srv_cors *cors = NULL;
+    char cerr[256];
+    if (srv_cors_new(c->cors_origins, c->auth_token_file[0] != 0, &cors, cerr, sizeof cerr) != 0) {
+        snprintf(err, errlen, "--cors-origins: %s", cerr);
+        return -1;
+    }
+    srv_cors_free(cors);
     /* Sizes left at 0 follow the CPUs. One worker per CPU: under load each
      * runs its own batch (issue 6: one stream per core beats two threads on
      * one); the engine's pool gives a lone forward pass every core. */

@@ -65,6 +65,11 @@ struct srv_config {
     int64_t max_inflight_bytes;     /* --max-inflight-bytes: all bodies being received */
     int max_connections;            /* --max-connections */
     int max_connections_per_ip;     /* --max-connections-per-ip: 0 = no limit */
+    char cors_origins[4096];        /* --cors-origins: "" none, "*", or origins (cors.h) */
+    char auth_token_file[1024];     /* --auth-token-file: "" = no tokens required (auth.h) */
+    int metrics_public;             /* --metrics-public: /metrics open despite tokens */
+    int64_t linger_bytes;           /* --linger-bytes: discarded after a mid-upload refusal */
+    int linger_seconds;             /* --linger-seconds: how long that discarding may last */
     int healthcheck;                /* --healthcheck: probe /healthz and exit */
     int help;                       /* --help */
 };

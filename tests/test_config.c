@@ -239,6 +239,44 @@ static void test_metrics_render(void) {
     srv_metrics_reset();
 }
 
+/* Issue 13: CORS, tokens and lingering close; --cors-origins is validated
+ * at parse time. */
+static void test_access_flags(void) {
+    struct srv_config c;
+    CHECK(parse(&c, NULL) == 0, "%s", err);
+    CHECK(!c.cors_origins[0] && !c.auth_token_file[0] && !c.metrics_public);
+    CHECK(c.linger_bytes == (int64_t)64 << 20 && c.linger_seconds == 30);
+    const char *a[] = {"--cors-origins",
+                       "https://a.example,http://localhost:3000",
+                       "--auth-token-file",
+                       "/run/secrets/tokens",
+                       "--metrics-public",
+                       "on",
+                       "--linger-bytes",
+                       "0",
+                       "--linger-seconds",
+                       "5",
+                       NULL};
+    CHECK(parse(&c, a) == 0, "%s", err);
+    CHECK(!strcmp(c.cors_origins, "https://a.example,http://localhost:3000"));
+    CHECK(!strcmp(c.auth_token_file, "/run/secrets/tokens") && c.metrics_public);
+    CHECK(c.linger_bytes == 0 && c.linger_seconds == 5);
+    setenv("IMGCLASSD_CORS_ORIGINS", "*", 1);
+    setenv("IMGCLASSD_AUTH_TOKEN_FILE", "/etc/imgclassd/tokens", 1);
+    CHECK(parse(&c, NULL) == 0, "%s", err);
+    CHECK(!strcmp(c.cors_origins, "*") && !strcmp(c.auth_token_file, "/etc/imgclassd/tokens"));
+    unsetenv("IMGCLASSD_CORS_ORIGINS");
+    unsetenv("IMGCLASSD_AUTH_TOKEN_FILE");
+    const char *bad[] = {"--cors-origins", "https://a.example/", NULL};
+    CHECK(parse(&c, bad) == -1);
+    CHECK(strstr(err, "--cors-origins") && strstr(err, "no path"), "%s", err);
+    setenv("IMGCLASSD_CORS_ORIGINS", "example.com", 1);
+    CHECK(parse(&c, NULL) == -1 && strstr(err, "--cors-origins"), "%s", err);
+    unsetenv("IMGCLASSD_CORS_ORIGINS");
+    const char *neg[] = {"--linger-seconds", "-1", NULL};
+    CHECK(parse(&c, neg) == -1 && strstr(err, "--linger-seconds"), "%s", err);
+}
+
 int main(void) {
     t_suite = "config";
     t_clear_imgclassd_env();
@@ -248,5 +286,6 @@ int main(void) {
     RUN(test_errors_name_the_flag);
     RUN(test_usage_lists_everything);
     RUN(test_metrics_render);
+    RUN(test_access_flags);
     return t_done();
 }
