@@ -2,9 +2,12 @@
 #include "engine_impl.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* build/gen/labels_data.c, generated from engine/imagenet_labels.txt */
 extern const char eng_builtin_labels[];
@@ -52,8 +55,19 @@ enum eng_status eng_labels_load(const char *path, int expected, struct eng_label
         l->text = strdup(eng_builtin_labels);
         if (!l->text) st = eng_errf(ENG_ERR_NOMEM, err, errlen, "out of memory");
     } else {
-        FILE *f = fopen(path, "rb");
-        if (!f) {
+        /* Opened without blocking and checked to be a regular file: a FIFO
+         * would otherwise block open() (and the start-up) until a writer
+         * appears. */
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        struct stat sb;
+        FILE *f = NULL;
+        if (fd < 0) {
+            st = eng_errf(ENG_ERR_IO, err, errlen, "%s: %s", path, strerror(errno));
+        } else if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+            close(fd);
+            st = eng_errf(ENG_ERR_IO, err, errlen, "%s: not a regular file", path);
+        } else if (!(f = fdopen(fd, "rb"))) {
+            close(fd);
             st = eng_errf(ENG_ERR_IO, err, errlen, "%s: %s", path, strerror(errno));
         } else {
             /* labels files are small; refuse anything absurd */

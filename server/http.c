@@ -450,10 +450,16 @@ static enum MHD_Result handle_metrics(struct srv_req *r) {
     return queue(r, 200, resp, len);
 }
 
+/* The three values as configured: a float such as 0.485f widened to double
+ * prints as 0.485000014, so each goes through its shortest decimal form
+ * (%.7g holds every float) first. */
 static json_t *float3(const float *v) {
     json_t *a = json_array();
-    for (int i = 0; i < 3; i++)
-        json_array_append_new(a, json_real(v[i]));
+    for (int i = 0; i < 3; i++) {
+        char t[32];
+        snprintf(t, sizeof t, "%.7g", (double)v[i]);
+        json_array_append_new(a, json_real(strtod(t, NULL)));
+    }
     return a;
 }
 
@@ -575,6 +581,34 @@ static enum MHD_Result send_builtin_index(struct srv_req *r) {
     return queue(r, 200, b, sizeof builtin_index - 1);
 }
 
+/* 1 when the client's copy is current (RFC 9110 13.1): If-None-Match,
+ * when present, decides alone (a list of entity tags or "*", compared
+ * weakly); else If-Modified-Since against the file's mtime. */
+static int not_modified(struct srv_req *r, const char *etag, time_t mtime) {
+    const char *inm = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                  MHD_HTTP_HEADER_IF_NONE_MATCH);
+    if (inm) {
+        size_t el = strlen(etag);
+        for (const char *p = inm; *p;) {
+            while (*p == ' ' || *p == '\t' || *p == ',')
+                p++;
+            if (*p == '*') return 1;
+            if (p[0] == 'W' && p[1] == '/') p += 2;
+            if (!strncmp(p, etag, el) && (p[el] == 0 || p[el] == ',' || p[el] == ' ')) return 1;
+            while (*p && *p != ',')
+                p++;
+        }
+        return 0;
+    }
+    const char *ims = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                  MHD_HTTP_HEADER_IF_MODIFIED_SINCE);
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    if (!ims) return 0;
+    const char *end = strptime(ims, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    return end && !*end && mtime <= timegm(&tm);
+}
+
 /* Serves url from the static root. The path must resolve (symlinks
  * followed) to a regular file inside the root: "..", symlinks that lead out
  * and anything not a regular file are refused. Dotfiles are not served. */
@@ -615,22 +649,36 @@ static enum MHD_Result handle_static(struct srv_req *r, const char *url) {
     size_t rl = strlen(h->static_root);
     if (strncmp(real, h->static_root, rl) != 0 || real[rl] != '/')
         return send_error(r, 403, "forbidden", "path escapes the static directory");
-    int fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    /* O_NONBLOCK: opening a FIFO (or a device) would block this HTTP
+     * thread until a writer appears; the type check below refuses it. */
+    int fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0) return send_error(r, 404, "not_found", "no such path");
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
         return send_error(r, 404, "not_found", "no such path");
     }
-    struct MHD_Response *resp = MHD_create_response_from_fd64((uint64_t)st.st_size, fd);
-    if (!resp) {
-        close(fd);
-        return MHD_NO;
-    }
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type_for(real));
+    /* Validators, so that a revalidation (Cache-Control: no-cache makes
+     * browsers revalidate every time) costs a 304 instead of the file. */
+    char etag[64], modified[64];
+    snprintf(etag, sizeof etag, "\"%llx-%llx\"", (unsigned long long)st.st_size,
+             (unsigned long long)st.st_mtim.tv_sec * 1000000000ull +
+                 (unsigned long long)st.st_mtim.tv_nsec);
+    struct tm tm;
+    gmtime_r(&st.st_mtim.tv_sec, &tm);
+    strftime(modified, sizeof modified, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    int fresh = not_modified(r, etag, st.st_mtim.tv_sec);
+    struct MHD_Response *resp =
+        fresh ? MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT)
+              : MHD_create_response_from_fd64((uint64_t)st.st_size, fd);
+    if (fresh || !resp) close(fd);
+    if (!resp) return MHD_NO;
+    if (!fresh) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type_for(real));
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_LAST_MODIFIED, modified);
     add_common_headers(r, resp, 0);
-    return queue(r, 200, resp, (uint64_t)st.st_size);
+    return queue(r, fresh ? 304 : 200, resp, fresh ? 0 : (uint64_t)st.st_size);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -949,41 +997,35 @@ static enum MHD_Result classify_body(struct srv_req *r) {
         r->imgs[0].src = r->body;
         r->imgs[0].src_len = r->len;
     } else {
-        int cap = max_files + 8; /* a few plain form fields are tolerated */
-        struct srv_mp_part *parts = malloc((size_t)cap * sizeof *parts);
+        /* Plain form fields are skipped, however many; the limit on file
+         * parts is the smaller of --max-files and --queue-limit (a request
+         * must fit in the queue), and the message names the one hit. */
+        const char *limit = c->queue_limit < c->max_files ? "--queue-limit" : "--max-files";
+        struct srv_mp_part *parts = malloc((size_t)max_files * sizeof *parts);
         if (!parts) return send_error(r, 503, "out_of_memory", "out of memory");
-        int np = 0;
+        int nfiles = 0;
         char err[256];
-        enum srv_mp_status st =
-            srv_multipart_parse(r->body, r->len, r->boundary, parts, cap, &np, err, sizeof err);
+        enum srv_mp_status st = srv_multipart_parse_files(r->body, r->len, r->boundary, parts,
+                                                          max_files, &nfiles, err, sizeof err);
         if (st != SRV_MP_OK) {
             free(parts);
             if (st == SRV_MP_ERR_TOO_MANY)
                 return send_error(r, 413, "too_many_files",
-                                  "at most %d file parts per request (--max-files)", max_files);
+                                  "more than %d file parts; at most %d per request (%s)",
+                                  max_files, max_files, limit);
             return send_error(r, 400, "invalid_multipart", "malformed multipart body: %s", err);
         }
-        int nfiles = 0;
-        for (int i = 0; i < np; i++)
-            nfiles += srv_multipart_is_file(&parts[i]);
         if (nfiles == 0) {
             free(parts);
             return send_error(r, 400, "invalid_multipart", "the multipart body has no file part");
-        }
-        if (nfiles > max_files) {
-            free(parts);
-            return send_error(r, 413, "too_many_files",
-                              "%d file parts; at most %d per request (--max-files)", nfiles,
-                              max_files);
         }
         if (alloc_images(r, nfiles) != 0) {
             free(parts);
             return send_error(r, 503, "out_of_memory", "out of memory");
         }
         r->multi = nfiles > 1;
-        for (int i = 0, k = 0; i < np; i++) {
-            if (!srv_multipart_is_file(&parts[i])) continue;
-            struct img *im = &r->imgs[k++];
+        for (int i = 0; i < nfiles; i++) {
+            struct img *im = &r->imgs[i];
             const char *fn = parts[i].has_filename ? parts[i].filename : parts[i].name;
             srv_utf8_sanitize(im->filename, sizeof im->filename, fn, strlen(fn));
             im->src = parts[i].data;
@@ -1283,6 +1325,26 @@ static enum srv_route route_of(const char *url) {
     return SRV_ROUTE_STATIC;
 }
 
+/* A GET or HEAD may carry a body (it means nothing here and is dropped),
+ * but no more than this; past it the answer is 413, decided from a
+ * Content-Length at once or after the bytes were discarded. */
+#define GET_BODY_MAX 65536
+
+static enum MHD_Result get_body_too_large(struct srv_req *r) {
+    r->close = 1;
+    return send_error(r, 413, "body_too_large", "a %s request may carry at most %d bytes of body",
+                      r->method, GET_BODY_MAX);
+}
+
+/* A GET route: 413 at once when the Content-Length is too large (the body
+ * is not read), else answered once the request is complete. */
+static enum MHD_Result get_start(struct srv_req *r) {
+    const char *cl =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl && strtoull(cl, NULL, 10) > GET_BODY_MAX) return get_body_too_large(r);
+    return MHD_YES;
+}
+
 /* First call (headers only): route, and refuse what can be refused before
  * a body is read. Answering now makes libmicrohttpd close the connection
  * afterwards (it cannot know what the unread body holds), so GETs are
@@ -1296,9 +1358,9 @@ static enum MHD_Result first_call(struct srv_req *r, const char *method) {
     case SRV_ROUTE_READYZ:
     case SRV_ROUTE_METRICS:
     case SRV_ROUTE_MODELS:
-        return is_get(method) ? MHD_YES : send_405(r, "GET, HEAD");
+        return is_get(method) ? get_start(r) : send_405(r, "GET, HEAD");
     default:
-        if (is_get(method)) return MHD_YES;
+        if (is_get(method)) return get_start(r);
         r->route = SRV_ROUTE_OTHER;
         return send_405(r, "GET, HEAD");
     }
@@ -1453,8 +1515,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (*upload_data_size) { /* a GET with a body: drop it, but not forever */
             r->received += *upload_data_size;
             *upload_data_size = 0;
-            return r->received > 65536 ? MHD_NO : MHD_YES;
+            if (r->received > GET_BODY_MAX) r->too_large = 1;
+            return r->received > GET_BODY_MAX + (1u << 20) ? MHD_NO : MHD_YES;
         }
+        if (r->too_large) return get_body_too_large(r);
         return answer_get(r, url);
     }
     if (*upload_data_size) {

@@ -42,8 +42,9 @@ static void putf(struct line *l, const char *fmt, ...) {
     if (k > 0) l->n += (size_t)k < room ? (size_t)k : room;
 }
 
-/* s as the inside of a JSON string; also used for text so a hostile path
- * cannot forge extra log lines (control characters are escaped). */
+/* s as the inside of a JSON string; also used for the text of server
+ * events so a hostile value cannot forge extra lines (control characters
+ * are escaped). */
 static void put_escaped(struct line *l, const char *s) {
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         char tmp[8];
@@ -54,6 +55,21 @@ static void put_escaped(struct line *l, const char *s) {
         } else if (*p < 0x20 || *p == 0x7f) {
             snprintf(tmp, sizeof tmp, "\\u%04x", *p);
             put(l, tmp, 6);
+        } else {
+            put(l, (const char *)p, 1);
+        }
+    }
+}
+
+/* A field of a text access-log line: spaces, '%', quotes, backslashes and
+ * control characters are percent-encoded, so a path such as
+ * "/x 200 16B id=forged" (sent as %20) cannot pose as other fields. */
+static void put_field(struct line *l, const char *s) {
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p <= 0x20 || *p == 0x7f || *p == '%' || *p == '"' || *p == '\\') {
+            char tmp[4];
+            snprintf(tmp, sizeof tmp, "%%%02X", *p);
+            put(l, tmp, 3);
         } else {
             put(l, (const char *)p, 1);
         }
@@ -125,14 +141,14 @@ void srv_log_access(const struct srv_access *a) {
     } else {
         put_time(&l);
         puts_(&l, " access ");
-        put_escaped(&l, a->remote ? a->remote : "-");
+        put_field(&l, a->remote ? a->remote : "-");
         puts_(&l, " ");
-        put_escaped(&l, a->method ? a->method : "-");
+        put_field(&l, a->method ? a->method : "-");
         puts_(&l, " ");
-        put_escaped(&l, a->path ? a->path : "-");
+        put_field(&l, a->path ? a->path : "-");
         putf(&l, " %d %lluB %.3fms batch=%d images=%d id=", a->status, (unsigned long long)a->bytes,
              a->duration_s * 1e3, a->batch_size, a->images);
-        put_escaped(&l, a->request_id ? a->request_id : "-");
+        put_field(&l, a->request_id ? a->request_id : "-");
     }
     emit(&l);
 }

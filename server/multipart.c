@@ -143,9 +143,10 @@ static enum srv_mp_status parse_headers(const unsigned char *h, size_t n, struct
     return SRV_MP_OK;
 }
 
-enum srv_mp_status srv_multipart_parse(const unsigned char *body, size_t len, const char *boundary,
-                                       struct srv_mp_part *parts, int max_parts, int *nparts,
-                                       char *err, size_t errlen) {
+/* The parser of both entry points; files_only keeps only file parts. */
+static enum srv_mp_status parse_parts(const unsigned char *body, size_t len, const char *boundary,
+                                      struct srv_mp_part *parts, int max_parts, int *nparts,
+                                      int files_only, char *err, size_t errlen) {
     *nparts = 0;
     size_t blen = boundary ? strlen(boundary) : 0;
     if (blen < 1 || blen > SRV_MP_MAX_BOUNDARY)
@@ -164,6 +165,7 @@ enum srv_mp_status srv_multipart_parse(const unsigned char *body, size_t len, co
             return fail(SRV_MP_ERR_SYNTAX, err, errlen, "no boundary delimiter found in the body");
         p = (size_t)(d - body) + dlen;
     }
+    int nfiles = 0;
     for (int idx = 0;; idx++) {
         /* p is just past a delimiter: "--" closes the body, else optional
          * transport padding then CRLF opens the next part. */
@@ -179,8 +181,6 @@ enum srv_mp_status srv_multipart_parse(const unsigned char *body, size_t len, co
         if (body[p] != '\r' || body[p + 1] != '\n')
             return fail(SRV_MP_ERR_SYNTAX, err, errlen, "junk after a boundary delimiter");
         p += 2;
-        if (idx >= max_parts)
-            return fail(SRV_MP_ERR_TOO_MANY, err, errlen, "more than %d parts", max_parts);
 
         /* Headers end at the first empty line, looked for only within
          * SRV_MP_MAX_HEADER bytes so a huge header line costs nothing. */
@@ -202,10 +202,19 @@ enum srv_mp_status srv_multipart_parse(const unsigned char *body, size_t len, co
             hlen = (size_t)(he - (body + p));
             ds = p + hlen + 4;
         }
-        struct srv_mp_part *part = &parts[idx];
-        memset(part, 0, sizeof *part);
-        enum srv_mp_status st = parse_headers(body + p, hlen, part, idx, err, errlen);
+        /* Every part is checked; with files_only only file parts are kept:
+         * plain form fields then cost nothing here (the body limit bounds
+         * them) and do not count against max_parts. */
+        struct srv_mp_part tmp;
+        memset(&tmp, 0, sizeof tmp);
+        enum srv_mp_status st = parse_headers(body + p, hlen, &tmp, idx, err, errlen);
         if (st != SRV_MP_OK) return st;
+        int keep = !files_only || srv_multipart_is_file(&tmp);
+        if (keep && nfiles >= max_parts)
+            return fail(SRV_MP_ERR_TOO_MANY, err, errlen, "more than %d %sparts", max_parts,
+                        files_only ? "file " : "");
+        struct srv_mp_part *part = keep ? &parts[nfiles] : &tmp;
+        if (keep) *part = tmp;
 
         const unsigned char *end = memmem(body + ds, len - ds, delim, dlen);
         if (!end)
@@ -213,9 +222,22 @@ enum srv_mp_status srv_multipart_parse(const unsigned char *body, size_t len, co
                         idx + 1);
         part->data = body + ds;
         part->len = (size_t)(end - (body + ds));
-        *nparts = idx + 1;
+        if (keep) *nparts = ++nfiles;
         p = (size_t)(end - body) + dlen;
     }
+}
+
+enum srv_mp_status srv_multipart_parse(const unsigned char *body, size_t len, const char *boundary,
+                                       struct srv_mp_part *parts, int max_parts, int *nparts,
+                                       char *err, size_t errlen) {
+    return parse_parts(body, len, boundary, parts, max_parts, nparts, 0, err, errlen);
+}
+
+enum srv_mp_status srv_multipart_parse_files(const unsigned char *body, size_t len,
+                                             const char *boundary, struct srv_mp_part *parts,
+                                             int max_files, int *nfiles, char *err,
+                                             size_t errlen) {
+    return parse_parts(body, len, boundary, parts, max_files, nfiles, 1, err, errlen);
 }
 
 int srv_multipart_is_file(const struct srv_mp_part *p) {

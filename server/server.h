@@ -225,6 +225,14 @@ enum srv_mp_status srv_multipart_parse(const unsigned char *body, size_t len, co
                                        struct srv_mp_part *parts, int max_parts, int *nparts,
                                        char *err, size_t errlen);
 
+/* The same, keeping only file parts (srv_multipart_is_file), at most
+ * max_files of them (SRV_MP_ERR_TOO_MANY beyond): plain form fields are
+ * checked and skipped, however many there are. *nfiles may be 0. */
+enum srv_mp_status srv_multipart_parse_files(const unsigned char *body, size_t len,
+                                             const char *boundary, struct srv_mp_part *parts,
+                                             int max_files, int *nfiles, char *err,
+                                             size_t errlen);
+
 /* 1 when a part carries a file (has a filename, or a non-text Content-Type);
  * other parts are plain form fields. */
 int srv_multipart_is_file(const struct srv_mp_part *p);

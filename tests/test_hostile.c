@@ -1174,6 +1174,129 @@ static void test_ambiguous_framing(void) {
     CHECK(!e, "%s", e);
 }
 
+/* Issue 14.7, the smaller holes: a FIFO in --static-dir is refused at once
+ * (it used to block an HTTP thread in open()); a form with one file and 30
+ * text fields is classified (text fields are ignored); a GET with a body
+ * over 64 KiB gets 413 (it was dropped with no answer); the text access
+ * log percent-encodes spaces so a path cannot forge fields; /v1/models
+ * prints the configured mean and std, not float noise; static files carry
+ * ETag and Last-Modified and revalidate with 304. */
+static void test_smaller_holes(void) {
+    NEED_SERVER();
+    char path[PATH_MAX + 32], why[300] = "";
+    struct resp r;
+
+    snprintf(path, sizeof path, "%s/pipe.html", g_static);
+    CHECK(mkfifo(path, 0644) == 0 || errno == EEXIST, "mkfifo: %s", strerror(errno));
+    double t0 = now_s();
+    get(&r, &g_srv, "/pipe.html");
+    double dt = now_s() - t0;
+    long st = r.status;
+    resp_free(&r);
+    unlink(path);
+    CHECK(st == 404 && dt < 2, "a FIFO in the static dir: %ld after %.1f s", st, dt);
+
+    /* One file and 30 text fields. */
+    size_t cap = g_jpeg_len + 30 * 100 + 400, len = 0;
+    char *form = malloc(cap);
+    for (int i = 0; i < 30; i++)
+        len += (size_t)snprintf(form + len, cap - len,
+                                "--F\r\nContent-Disposition: form-data; name=\"field%d\"\r\n\r\n"
+                                "value %d\r\n",
+                                i, i);
+    len += (size_t)snprintf(form + len, cap - len,
+                            "--F\r\nContent-Disposition: form-data; name=\"file\"; "
+                            "filename=\"a.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n");
+    memcpy(form + len, g_jpeg, g_jpeg_len);
+    len += g_jpeg_len;
+    len += (size_t)snprintf(form + len, cap - len, "\r\n--F--\r\n");
+    post(&r, &g_srv, "/classify", form, len, "multipart/form-data; boundary=F");
+    free(form);
+    json_t *j = resp_json(&r);
+    int ok = r.status == 200 && json_array_size(json_object_get(j, "predictions")) == 5;
+    json_decref(j);
+    snprintf(why, sizeof why, "%ld %.200s", r.status, r.body ? r.body : "");
+    resp_free(&r);
+    CHECK(ok, "one file and 30 text fields: %s", why);
+
+    /* A GET with a 100 KB body, with Content-Length and chunked. */
+    char url[128];
+    snprintf(url, sizeof url, "%s/healthz", g_srv.base);
+    unsigned char *big = calloc(1, 100000);
+    for (int chunked = 0; chunked < 2; chunked++) {
+        struct req_opts o = {.method = "GET", .body = big, .len = 100000, .chunked = chunked};
+        do_request(&r, url, &o);
+        const char *e = hostile_error(&r, 413, "body_too_large");
+        snprintf(why, sizeof why, "%s", e ? e : "");
+        resp_free(&r);
+        g_bad_inputs++;
+        if (e) break;
+    }
+    free(big);
+    CHECK(!why[0], "GET with a 100 KB body: %s", why);
+
+    /* A forged access-log line. */
+    get(&r, &g_srv, "/x%20200%2016B%20id=forged");
+    resp_free(&r);
+    sleep_ms(200);
+    size_t n = 0;
+    char *log = (char *)t_read_file(g_srv.log, &n);
+    int escaped = log && strstr(log, "/x%20200%2016B%20id=forged 404") && !strstr(log, "/x 200 16B");
+    free(log);
+    CHECK(escaped, "the access log does not escape spaces: %s", log_tail(&g_srv));
+
+    get(&r, &g_srv, "/v1/models");
+    int clean = r.body && strstr(r.body, "[0.485,0.456,0.406]") && strstr(r.body, "[0.229,0.224,0.225]");
+    const char *mean = r.body ? strstr(r.body, "\"mean\"") : NULL;
+    snprintf(why, sizeof why, "%.200s", mean ? mean : "");
+    resp_free(&r);
+    CHECK(clean, "mean/std as printed: %s", why);
+
+    /* Validators and a conditional GET. */
+    get(&r, &g_srv, "/app.css");
+    char etag[96] = "", lm[96] = "";
+    resp_header(&r, "ETag", etag, sizeof etag);
+    resp_header(&r, "Last-Modified", lm, sizeof lm);
+    resp_free(&r);
+    CHECK(etag[0] == '"' && strstr(lm, "GMT"), "ETag '%s', Last-Modified '%s'", etag, lm);
+    char h1[160], h2[160];
+    snprintf(h1, sizeof h1, "If-None-Match: %s", etag);
+    snprintf(h2, sizeof h2, "If-Modified-Since: %s", lm);
+    const char *conds[][2] = {{h1, NULL}, {h2, NULL}, {"If-None-Match: \"other\"", NULL}};
+    long want[] = {304, 304, 200};
+    snprintf(url, sizeof url, "%s/app.css", g_srv.base);
+    for (int i = 0; i < 3; i++) {
+        struct req_opts o = {.hdrs = conds[i]};
+        do_request(&r, url, &o);
+        long got = r.status;
+        size_t blen = r.len;
+        resp_free(&r);
+        CHECK(got == want[i] && (got == 200 || blen == 0), "%s: %ld (%zu bytes)", conds[i][0], got,
+              blen);
+    }
+}
+
+/* Issue 14.7: a FIFO given as --model or --labels stops the server at start
+ * with a message, instead of blocking it forever in open(). */
+static void test_fifo_model(void) {
+    char fifo[PATH_MAX + 32], why[512];
+    snprintf(fifo, sizeof fifo, "%s/weights.fifo", g_tmp);
+    CHECK(mkfifo(fifo, 0644) == 0 || errno == EEXIST, "mkfifo: %s", strerror(errno));
+    const char *flags[] = {"--model", "--labels"};
+    for (int i = 0; i < 2; i++) {
+        struct server s;
+        const char *args[] = {flags[i], fifo, NULL};
+        if (server_spawn(&s, args, NULL, 0, why, sizeof why) != 0) CHECK(0, "%s", why);
+        int rc = server_wait(&s, 30);
+        size_t n = 0;
+        char *log = (char *)t_read_file(s.log, &n);
+        int named = log && strstr(log, "not a regular file");
+        free(log);
+        CHECK(rc == 1 && named, "%s FIFO: exit %d; log: %s", flags[i], rc, log_tail(&s));
+    }
+    unlink(fifo);
+}
+
 /* Issue 14.2: connections that send only the headers of uploads as large
  * as allowed, and then nothing, reserve no body budget: a real client
  * beside 16 of them is served 200, and the budget gauge stays at 0. */
@@ -1491,6 +1614,7 @@ int main(int argc, char **argv) {
     RUN_T(test_slow_upload_within_deadline, 120);
     RUN_T(test_half_close, 120);
     RUN_T(test_ambiguous_framing, 120);
+    RUN_T(test_smaller_holes, 120);
 
     int rc = server_stop(&g_srv);
     if (g_srv_up) {
@@ -1514,6 +1638,7 @@ int main(int argc, char **argv) {
     RUN_T(test_signals_not_fatal, 120);
     RUN_T(test_signal_during_load, 300);
     RUN_T(test_second_instance, 120);
+    RUN_T(test_fifo_model, 120);
 
     printf("# hostile: %ld bad inputs and hostile connections sent\n", g_bad_inputs);
     free(g_jpeg);

@@ -97,6 +97,37 @@ static void test_fields_and_is_file(void) {
     CHECK(parts[0].len == 5 && !memcmp(parts[0].data, "hello", 5));
 }
 
+/* srv_multipart_parse_files keeps only file parts: 40 plain fields around
+ * two files leave exactly the two files, and only files count against the
+ * limit. */
+static void test_parse_files_skips_fields(void) {
+    char body[8192];
+    size_t len = 0;
+    for (int i = 0; i < 40; i++) {
+        len += (size_t)snprintf(body + len, sizeof body - len,
+                                "--b\r\nContent-Disposition: form-data; name=\"t%d\"\r\n\r\nv\r\n", i);
+        if (i == 10 || i == 30)
+            len += (size_t)snprintf(body + len, sizeof body - len,
+                                    "--b\r\nContent-Disposition: form-data; name=\"f\"; "
+                                    "filename=\"f%d.jpg\"\r\n\r\nJPEG%d\r\n",
+                                    i, i);
+    }
+    len += (size_t)snprintf(body + len, sizeof body - len, "--b--\r\n");
+    struct srv_mp_part parts[2];
+    int n = -1;
+    CHECK(srv_multipart_parse_files((const unsigned char *)body, len, "b", parts, 2, &n, err,
+                                    sizeof err) == SRV_MP_OK && n == 2, "%s", err);
+    CHECK(!strcmp(parts[0].filename, "f10.jpg") && parts[1].len == 6 &&
+          !memcmp(parts[1].data, "JPEG30", 6));
+    CHECK(srv_multipart_parse_files((const unsigned char *)body, len, "b", parts, 1, &n, err,
+                                    sizeof err) == SRV_MP_ERR_TOO_MANY && strstr(err, "file parts"),
+          "%s", err);
+    static const char fields_only[] = "--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n"
+                                      "1\r\n--b--";
+    CHECK(srv_multipart_parse_files((const unsigned char *)fields_only, sizeof fields_only - 1, "b",
+                                    parts, 2, &n, err, sizeof err) == SRV_MP_OK && n == 0);
+}
+
 static void test_long_filename_truncated(void) {
     char body[4096];
     char name[1000];
@@ -245,6 +276,7 @@ int main(void) {
     RUN(test_boundary);
     RUN(test_two_parts);
     RUN(test_fields_and_is_file);
+    RUN(test_parse_files_skips_fields);
     RUN(test_long_filename_truncated);
     RUN(test_errors);
     RUN(test_limits);
