@@ -62,6 +62,72 @@
     }
 
     /* ------------------------------------------------------------------ */
+    /* Access token                                                       */
+    /* ------------------------------------------------------------------ */
+
+    /* A server started with --auth-token-file answers 401 without a valid
+     * token. The page then asks for one, keeps it in sessionStorage (this
+     * tab only, gone when it closes; never localStorage or a cookie) and
+     * sends it as Authorization: Bearer from then on. */
+    const TOKEN_KEY = 'imgclassd.token';
+    let tokenPrompt = null; /* one dialog for every request that got 401 */
+
+    function storedToken() {
+        try {
+            return sessionStorage.getItem(TOKEN_KEY) || '';
+        } catch (_) {
+            return ''; /* storage disabled: ask again each time */
+        }
+    }
+
+    /* Shows the dialog; resolves to the token typed, or '' when cancelled. */
+    function askToken(rejected) {
+        if (tokenPrompt) return tokenPrompt;
+        const dialog = $('#token-dialog');
+        const input = $('#token-input');
+        $('#token-error').hidden = !rejected;
+        input.value = '';
+        tokenPrompt = new Promise((resolve) => {
+            const done = (token) => {
+                dialog.removeEventListener('close', onClose);
+                tokenPrompt = null;
+                if (token) {
+                    try {
+                        sessionStorage.setItem(TOKEN_KEY, token);
+                    } catch (_) { /* kept for this request only */ }
+                }
+                resolve(token);
+            };
+            const onClose = () => done(dialog.returnValue === 'ok' ? input.value.trim() : '');
+            dialog.addEventListener('close', onClose);
+            dialog.returnValue = ''; /* Escape leaves the previous value */
+            dialog.showModal();
+            input.focus();
+        });
+        return tokenPrompt;
+    }
+
+    /* fetch() with the token, asking for one on 401 and retrying. A 401 that
+     * the user does not answer with a token is returned as it is. */
+    async function apiFetch(url, opts) {
+        for (;;) {
+            const token = storedToken();
+            const headers = Object.assign({}, opts.headers);
+            if (token) headers.Authorization = `Bearer ${token}`;
+            const resp = await fetch(url, Object.assign({}, opts, { headers }));
+            if (resp.status !== 401) return resp;
+            /* Another request may have stored a new token meanwhile. */
+            if (storedToken() && storedToken() !== token) continue;
+            if (token) {
+                try {
+                    sessionStorage.removeItem(TOKEN_KEY);
+                } catch (_) { /* nothing stored */ }
+            }
+            if (!(await askToken(Boolean(token)))) return resp;
+        }
+    }
+
+    /* ------------------------------------------------------------------ */
     /* Model information                                                  */
     /* ------------------------------------------------------------------ */
 
@@ -71,7 +137,7 @@
         for (let attempt = 0; attempt < 60; attempt++) {
             let resp;
             try {
-                resp = await fetch('/v1/models', { headers: { Accept: 'application/json' } });
+                resp = await apiFetch('/v1/models', { headers: { Accept: 'application/json' } });
             } catch (_) {
                 chip.dataset.state = 'error';
                 text.textContent = 'Cannot reach the server';
@@ -489,6 +555,8 @@
             return 'This photo is too large for the server' +
                 (lim.length ? ` (its limit is ${lim.join(' and ')}).` : '.');
         }
+        case 401:
+            return 'This server needs an access token, and none was given.';
         case 415:
             return 'The server only takes JPEG images, and this file could not be turned into one.';
         case 503:
@@ -511,7 +579,7 @@
             card.abort = new AbortController();
             let resp;
             try {
-                resp = await fetch(`/classify?topk=${TOPK}`, {
+                resp = await apiFetch(`/classify?topk=${TOPK}`, {
                     method: 'POST',
                     headers: { 'Content-Type': 'image/jpeg', Accept: 'application/json' },
                     body: card.photo.blob,
@@ -544,7 +612,8 @@
             }
             const err = body && body.error ? body.error : {};
             const detail = err.message ? `Server said: ${err.message}` : '';
-            const retryable = resp.status >= 500 || resp.status === 408 || resp.status === 429;
+            const retryable = resp.status >= 500 || resp.status === 408 || resp.status === 429 ||
+                resp.status === 401; /* retrying asks for a token again */
             card.showError(explainStatus(resp.status, err.code), detail,
                 retryable ? () => send(card) : null);
             announce(`${card.name}: ${explainStatus(resp.status, err.code)}`);
@@ -677,7 +746,13 @@
         }
     }
 
+    function setupTokenDialog() {
+        const dialog = $('#token-dialog');
+        $('#token-cancel').addEventListener('click', () => dialog.close('cancel'));
+    }
+
     function start() {
+        setupTokenDialog();
         model.ready = loadModel();
         setupInput();
     }
