@@ -46,12 +46,22 @@ enum eng_interp {
 
 /* torchvision evaluation transform: Resize(resize) on the shorter side,
  * CenterCrop(crop), ToTensor, Normalize(mean, std). */
+/* How a JPEG becomes pixels before the transform. FAST (the default): a
+ * large photo is decoded at a reduced DCT scale (its shorter side kept at
+ * least twice the resize target, so the resize still averages), and the
+ * EXIF orientation is applied, so phone photos are classified upright.
+ * EXACT: torchvision's own pipeline (PIL): every pixel decoded at full
+ * size, the EXIF orientation ignored; slower on large photos. Both give
+ * the same pixels for a photo that is neither large nor rotated. */
+enum eng_decode { ENG_DECODE_FAST = 0, ENG_DECODE_EXACT = 1 };
+
 struct eng_preproc {
     int resize;           /* shorter side after resize, e.g. 256 */
     int crop;             /* square center crop, e.g. 224 */
     enum eng_interp interp;
     float mean[3];        /* per RGB channel, on the [0,1] scale */
     float std[3];
+    enum eng_decode decode;
 };
 
 /* Fills torchvision's ImageNet defaults: 256, 224, bilinear,
@@ -125,7 +135,8 @@ enum eng_status eng_image_decode(const void *data, size_t len, const struct eng_
 enum eng_status eng_image_transform(const struct eng_rgb *img, const struct eng_preproc *pp,
                                     float *out, char *err, size_t errlen);
 
-/* eng_image_decode (with min_short = 2 * pp->resize) then
+/* Decode as pp->decode says (FAST: eng_image_decode with min_short =
+ * 2 * pp->resize; EXACT: full size, EXIF orientation ignored), then
  * eng_image_transform. out: caller-owned [3][crop][crop]. Thread-safe. */
 enum eng_status eng_image_preprocess(const void *data, size_t len, const struct eng_preproc *pp,
                                      const struct eng_image_limits *lim, float *out, char *err,

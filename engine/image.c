@@ -538,8 +538,10 @@ void eng_rgb_free(struct eng_rgb *img) {
     img->w = img->h = 0;
 }
 
-enum eng_status eng_image_decode(const void *data, size_t len, const struct eng_image_limits *lim,
-                                 int min_short, struct eng_rgb *out, char *err, size_t errlen) {
+/* eng_image_decode, with the EXIF orientation applied only when orient. */
+static enum eng_status decode_rgb(const void *data, size_t len, const struct eng_image_limits *lim,
+                                  int min_short, int orient, struct eng_rgb *out, char *err,
+                                  size_t errlen) {
     if (!out) return set_err(err, errlen, ENG_ERR_ARG, "eng_image_decode: out is NULL");
     *out = (struct eng_rgb){0};
     struct jpeg_job job;
@@ -551,7 +553,7 @@ enum eng_status eng_image_decode(const void *data, size_t len, const struct eng_
     if (st != ENG_OK) return st;
 
     int o = job.info.orientation;
-    if (o >= 2 && o <= 8) {
+    if (orient && o >= 2 && o <= 8) {
         int w, h;
         uint8_t *turned = orient_pixels(job.px, job.w, job.h, o, &w, &h);
         free(job.px);
@@ -563,6 +565,11 @@ enum eng_status eng_image_decode(const void *data, size_t len, const struct eng_
     }
     *out = (struct eng_rgb){.px = job.px, .w = job.w, .h = job.h};
     return ENG_OK;
+}
+
+enum eng_status eng_image_decode(const void *data, size_t len, const struct eng_image_limits *lim,
+                                 int min_short, struct eng_rgb *out, char *err, size_t errlen) {
+    return decode_rgb(data, len, lim, min_short, 1, out, err, errlen);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -839,11 +846,13 @@ enum eng_status eng_image_preprocess(const void *data, size_t len, const struct 
                                      size_t errlen) {
     if (!pp || !out) return set_err(err, errlen, ENG_ERR_ARG, "eng_image_preprocess: NULL");
     struct eng_rgb img;
-    /* Decoding at a reduced DCT scale is much faster for large photos; the
-     * shorter side stays at least twice the resize target, so the resize
-     * still shrinks and the antialiasing filter still averages. */
-    int min_short = pp->resize <= INT_MAX / 2 ? 2 * pp->resize : pp->resize;
-    enum eng_status st = eng_image_decode(data, len, lim, min_short, &img, err, errlen);
+    /* Fast mode: decoding at a reduced DCT scale is much faster for large
+     * photos; the shorter side stays at least twice the resize target, so
+     * the resize still shrinks and the antialiasing filter still averages.
+     * Exact mode decodes what PIL decodes: every pixel, not rotated. */
+    int exact = pp->decode == ENG_DECODE_EXACT;
+    int min_short = exact ? 0 : pp->resize <= INT_MAX / 2 ? 2 * pp->resize : pp->resize;
+    enum eng_status st = decode_rgb(data, len, lim, min_short, !exact, &img, err, errlen);
     if (st != ENG_OK) return st;
     st = eng_image_transform(&img, pp, out, err, errlen);
     eng_rgb_free(&img);

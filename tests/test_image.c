@@ -764,6 +764,54 @@ static void test_exif_orientation(void) {
 
 /* Malformed or unusual EXIF never breaks decoding and reads as Pillow
  * reads it. */
+/* Issue 11.9: ENG_DECODE_EXACT is torchvision's pipeline: a large photo
+ * (1280x1024, which FAST decodes at half scale) gives exactly the tensor
+ * of a full-size decode + transform, and differs from FAST; a photo with
+ * EXIF orientation 6 is not rotated (its tensor is that of the same photo
+ * without the EXIF block), where FAST rotates it. */
+static void test_decode_exact(void) {
+    struct eng_preproc fast, exact;
+    eng_preproc_default(&fast);
+    exact = fast;
+    exact.decode = ENG_DECODE_EXACT;
+    size_t n = (size_t)3 * 224 * 224, len;
+    float *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b), *c = malloc(n * sizeof *c);
+    uint8_t *px = make_pixels(1280, 1024, 3);
+    uint8_t *jpg = encode(px, 1280, 1024, &(struct enc){.comps = 3, .in_cs = JCS_RGB}, &len);
+    free(px);
+    struct eng_rgb full;
+    CHECK(eng_image_decode(jpg, len, NULL, 0, &full, NULL, 0) == ENG_OK && full.w == 1280);
+    CHECK(eng_image_transform(&full, &exact, a, NULL, 0) == ENG_OK);
+    eng_rgb_free(&full);
+    CHECK(eng_image_preprocess(jpg, len, &exact, NULL, b, NULL, 0) == ENG_OK);
+    CHECK(eng_image_preprocess(jpg, len, &fast, NULL, c, NULL, 0) == ENG_OK);
+    free(jpg);
+    int same_full = !memcmp(a, b, n * sizeof *a), fast_differs = memcmp(b, c, n * sizeof *b) != 0;
+    CHECK(same_full, "EXACT on a 1280x1024 photo is not the full-size decode");
+    CHECK(fast_differs, "FAST on a 1280x1024 photo did not use DCT scaling");
+
+    /* 320x240 with EXIF orientation 6 (rotate 90 degrees clockwise). */
+    px = make_pixels(320, 240, 3);
+    struct enc o = {.comps = 3, .in_cs = JCS_RGB};
+    uint8_t *plain = encode(px, 320, 240, &o, &len);
+    CHECK(eng_image_preprocess(plain, len, &exact, NULL, a, NULL, 0) == ENG_OK);
+    free(plain);
+    uint8_t app1[64];
+    o.app1 = app1;
+    o.app1_len = make_exif(app1, 0, 3, 1, 6);
+    uint8_t *turned = encode(px, 320, 240, &o, &len);
+    free(px);
+    CHECK(eng_image_preprocess(turned, len, &exact, NULL, b, NULL, 0) == ENG_OK);
+    CHECK(eng_image_preprocess(turned, len, &fast, NULL, c, NULL, 0) == ENG_OK);
+    free(turned);
+    int unrotated = !memcmp(a, b, n * sizeof *a), rotated = memcmp(b, c, n * sizeof *b) != 0;
+    free(a);
+    free(b);
+    free(c);
+    CHECK(unrotated, "EXACT applied the EXIF orientation");
+    CHECK(rotated, "FAST did not apply the EXIF orientation");
+}
+
 static void test_exif_malformed(void) {
     uint8_t app1[128];
     uint8_t *px = make_pixels(16, 8, 3);
@@ -1256,6 +1304,7 @@ int main(void) {
     RUN(test_transform_resize);
     RUN(test_transform_pad);
     RUN(test_decode_work_limits);
+    RUN(test_decode_exact);
     RUN(test_transform_args);
     RUN(test_preprocess);
     RUN(test_threads);
