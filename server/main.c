@@ -162,6 +162,14 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (cfg.healthcheck) return healthcheck(&cfg);
+    /* Issue 13: the flags parse, but the transport does not apply them
+     * yet; refusing to start beats running unprotected while the operator
+     * believes tokens or CORS are in force. */
+    if (cfg.auth_token_file[0] || cfg.cors_origins[0]) {
+        fprintf(stderr, "imgclassd: --auth-token-file and --cors-origins are not enforced by "
+                        "this build yet (issue 13); refusing to start\n");
+        return 2;
+    }
 
     srv_log_init(cfg.log_format);
     srv_metrics_reset();
