@@ -1,0 +1,302 @@
+/* http_impl.h: what the transport (http.c) shares with the route table
+ * (routes.c), the inference job path (infer.c) and the API files
+ * (api_*.c): the server and request structs, the response helpers and the
+ * handler signature. Internal to the server; server.h stays the public one. */
+#ifndef HTTP_IMPL_H
+#define HTTP_IMPL_H
+
+#include "server.h"
+
+#include <jansson.h>
+#include <limits.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+struct srv_req;
+struct conn_track; /* http.c: one per connection, for the read deadline */
+
+/* ------------------------------------------------------------------------ */
+/* Models and the server                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* One served model with its own batcher. Every pointer is borrowed from
+ * main.c (published by srv_http_set_ready) and lives until srv_http_free. */
+struct srv_model {
+    const struct eng_model *model;
+    const struct eng_model_info *info;
+    const struct eng_labels *labels; /* may be NULL: "class_<i>" */
+    struct srv_batcher *batcher;
+    size_t in_floats; /* per image: 3 * crop * crop */
+};
+
+struct srv_http {
+    const struct srv_config *cfg;
+    struct MHD_Daemon *d;
+    int port;
+    /* Bit 0: no longer admitting work (srv_http_stop_admitting); the rest
+     * counts in steps of 2 the requests admitted before that and not yet
+     * completed. One word, so admitting and closing cannot cross. */
+    _Atomic int admit;
+    _Atomic int ready;    /* backend published; inference served */
+    _Atomic int draining; /* /readyz 503, Connection: close */
+    _Atomic int inflight; /* requests between first call and completion */
+
+    /* Published by srv_http_set_ready before ready is set (release). */
+    struct srv_model model;
+    struct srv_decoder *decoder; /* decodes off the HTTP threads */
+    int engine_threads;
+
+    struct eng_image_limits lim;
+    char static_root[PATH_MAX]; /* realpath of --static-dir; "" = none */
+
+    uint64_t id_seed;
+    _Atomic uint64_t id_counter;
+
+    /* --max-inflight-bytes: bytes reserved by every body being received. */
+    _Atomic int64_t body_bytes;
+
+    /* --request-read-timeout-s: the connections and their reaper. */
+    pthread_mutex_t conn_mu;
+    pthread_cond_t reaper_cv;
+    struct conn_track *conns;
+    pthread_t reaper;
+    int reaper_started, reaper_stop; /* guarded by conn_mu */
+};
+
+/* ------------------------------------------------------------------------ */
+/* Routes (server/routes.c)                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* A handler answers (queues a response, or suspends the connection) and
+ * returns libmicrohttpd's verdict. */
+typedef enum MHD_Result (*srv_handler)(struct srv_req *r);
+
+/* Answers an error in the route's protocol shape: status, a stable code
+ * (imgclassd's "error.code"; protocols without codes ignore it), the
+ * message, and an optional extra header (Allow, Retry-After). */
+typedef enum MHD_Result (*srv_error_fn)(struct srv_req *r, int status, const char *code,
+                                        const char *msg, const char *hname, const char *hval);
+
+/* One row of the routing table. GET routes take no body (a small one is
+ * read and dropped) and answer when the request is complete; POST routes
+ * read a body within the transport's limits. */
+struct srv_route_def {
+    const char *method; /* "GET" (HEAD too) or "POST" */
+    /* "/a/{}/b": each "{}" captures one path segment into r->param[];
+     * "{}:verb" a segment ending in ":verb"; "*" matches any path. */
+    const char *pattern;
+    enum srv_route metric; /* label of imgclassd_requests_total */
+    /* Headers in, body not yet read: refuse early or prepare (may be NULL). */
+    srv_handler start;
+    /* GET: the request is complete. POST: the whole body is in r->body. */
+    srv_handler answer;
+    /* POST: the inference job resumed the connection (NULL: none). */
+    srv_handler resumed;
+    srv_error_fn error; /* the protocol's error shape; NULL: imgclassd's */
+};
+
+#define SRV_ROUTE_MAX_PARAMS 2
+
+/* The route for method and path, with the captured segments in
+ * param[SRV_ROUTE_MAX_PARAMS][128] (NUL-terminated). NULL when the path
+ * matches a route but not the method; then allow names the methods the
+ * path takes ("POST", "GET, HEAD"), and *def_out the first route whose
+ * path matched (for the metric label and the error shape). */
+const struct srv_route_def *srv_route_find(const char *method, const char *path,
+                                           char param[][128], const struct srv_route_def **def_out,
+                                           char *allow, size_t allowlen);
+
+/* ------------------------------------------------------------------------ */
+/* Requests                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* One image of a request, from its bytes to its result. */
+struct srv_img {
+    struct srv_job job;
+    struct srv_req *req;
+    const unsigned char *src; /* the encoded image, inside srv_req.body (or api-owned) */
+    size_t src_len;
+    const float *tensor; /* already preprocessed by the client: copied, not decoded */
+    char filename[256];  /* multipart only; valid UTF-8 */
+    int status;          /* 0 while fine, else the HTTP status of its error */
+    const char *code;
+    char msg[256];
+    double decode_s;
+    int64_t decode_blocks; /* block-scans decoded, as last reported to the decode check */
+};
+
+struct srv_req {
+    struct srv_http *h;
+    struct MHD_Connection *conn;
+    struct conn_track *track; /* NULL if the connection is untracked (OOM) */
+    const struct srv_route_def *def; /* NULL: the method is not allowed (405) */
+    srv_error_fn error;              /* the route's error shape */
+    char param[SRV_ROUTE_MAX_PARAMS][128];
+    char allow[64]; /* the methods the path takes, for a 405 */
+    enum srv_route route;
+    int admitted; /* counted in srv_http.admit; else inference gets 503 */
+    int close;    /* answer with Connection: close (ambiguous framing) */
+    int64_t t0;
+    char id[80];
+    char method[16];
+    char path[256];
+    char remote[64];
+    const char *url; /* libmicrohttpd's, valid during each handler call */
+
+    /* body */
+    unsigned char *body;
+    size_t len, cap;
+    uint64_t received;
+    int too_large;
+    int over_budget; /* --max-inflight-bytes reached: answer 503 */
+    size_t reserved; /* bytes of the budget this request holds */
+    uint64_t expect; /* Content-Length, 0 when absent (chunked) */
+    int multipart;
+    char boundary[SRV_MP_MAX_BOUNDARY + 1];
+    int topk;
+
+    /* The inference job (infer.c). The decode stage: the task, the work
+     * its images spent so far, why it stopped early (an HTTP status, 0 =
+     * it did not), and a refusal to send on resume when nothing could be
+     * queued (status 0 = none). */
+    const struct srv_model *model;
+    struct srv_task task;
+    int64_t decode_used;
+    int decode_stop;
+    int64_t decode_polled_ns; /* last check of the client's socket */
+    int refuse_status, refuse_retry;
+    const char *refuse_code;
+    char refuse_msg[256];
+
+    /* pending and suspended are guarded by mu */
+    pthread_mutex_t mu;
+    int pending, suspended;
+    int submitted;
+    int arriving; /* announced to the batcher (srv_batcher_arrival), not yet ended */
+    int multi;    /* /classify answers with "results": several file parts */
+    int nimg;
+    struct srv_img *imgs;
+    float *tensors; /* [nimg][3][crop][crop] */
+    float *logits;  /* [nimg][classes] */
+
+    /* Protocol state kept from parse to render (api_*.c), freed with the
+     * request by api_free. */
+    void *api;
+    void (*api_free)(void *api);
+
+    /* outcome, for the access log and metrics */
+    int status;
+    uint64_t bytes;
+    int batch_size, images_ok;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Responses (server/http.c)                                                */
+/* ------------------------------------------------------------------------ */
+
+/* Headers every response carries; api: 1 adds Cache-Control: no-store. */
+void srv_add_common_headers(struct srv_req *r, struct MHD_Response *resp, int api);
+
+/* Queues resp with status, recording the outcome; destroys resp. */
+enum MHD_Result srv_queue(struct srv_req *r, int status, struct MHD_Response *resp,
+                          uint64_t bytes);
+
+/* Sends body (malloc'd, ownership taken) with a content type and an
+ * optional extra header. */
+enum MHD_Result srv_send_owned(struct srv_req *r, int status, const char *ctype, char *body,
+                               size_t len, const char *hname, const char *hval);
+
+/* Serializes j (reference stolen) and sends it as JSON. */
+enum MHD_Result srv_send_json(struct srv_req *r, int status, json_t *j, const char *hname,
+                              const char *hval);
+
+/* An error in the shape of r's route (imgclassd's {"error":{"code",
+ * "message"}} when it has none), with an optional extra header. */
+enum MHD_Result srv_send_error_h(struct srv_req *r, int status, const char *code,
+                                 const char *hname, const char *hval, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+#define srv_send_error(r, status, code, ...)                                                       \
+    srv_send_error_h(r, status, code, NULL, NULL, __VA_ARGS__)
+
+/* 503 with Retry-After: retry_s (at least 1). */
+enum MHD_Result srv_send_503_retry(struct srv_req *r, const char *code, int retry_s,
+                                   const char *msg);
+
+/* imgclassd's own error shape, {"error": {"code": code, "message": msg}}. */
+enum MHD_Result srv_error_imgclassd(struct srv_req *r, int status, const char *code,
+                                    const char *msg, const char *hname, const char *hval);
+
+/* {"code": code, "message": msg} (new reference). */
+json_t *srv_error_object(const char *code, const char *msg);
+
+/* A JSON string from any bytes (never NULL unless out of memory). */
+json_t *srv_jstr(const char *s);
+
+/* Seconds to milliseconds, rounded to the microsecond. */
+double srv_ms(double s);
+
+/* ------------------------------------------------------------------------ */
+/* Admission and bodies (server/http.c), for POST routes' start handlers    */
+/* ------------------------------------------------------------------------ */
+
+/* 1 when the server may take inference now (models loaded, the request
+ * admitted before shutdown); else it answered (503) into *ret. */
+int srv_req_refuse_unready(struct srv_req *r, enum MHD_Result *ret);
+
+/* Takes the Content-Length into r->expect; 1 when it exceeds
+ * --max-body-bytes and the 413 was answered into *ret. */
+int srv_req_refuse_length(struct srv_req *r, enum MHD_Result *ret);
+
+/* The last check before the body is read: room in the model's queue for
+ * images more images (503 queue_full with Retry-After) and in the body
+ * budget for a body of known size (503 server_busy); then announces the
+ * arrival to the batcher. Needs r->model. */
+enum MHD_Result srv_req_admit_body(struct srv_req *r, int images);
+
+/* Gives back what r holds of the --max-inflight-bytes budget. */
+void srv_budget_release(struct srv_req *r);
+
+/* Tells the batcher r's images are no longer on their way (queued,
+ * refused, or the client left). Idempotent. */
+void srv_arrival_end(struct srv_req *r);
+
+/* ------------------------------------------------------------------------ */
+/* The inference job (server/infer.c), shared by every protocol             */
+/* ------------------------------------------------------------------------ */
+
+/* Allocates n images of r->model with their tensor and logits storage and
+ * sets their deadline (from now: the body is complete) and client socket.
+ * The caller then points each image at its bytes (src, src_len) or its
+ * tensor. Returns 0, or -1 out of memory (the caller answers 503). */
+int srv_infer_alloc(struct srv_req *r, int n);
+
+/* Hands r's images to the decode stage and suspends the connection; the
+ * route's resumed handler runs once every image is done, with each
+ * image's status (0: logits valid) set. Answers 503 shutting_down itself
+ * when the decode stage is stopping. */
+enum MHD_Result srv_infer_submit(struct srv_req *r);
+
+/* Sets the status, code and message of images the batcher did not
+ * classify (deadline, cancelled, failed); called on resume, before the
+ * route's resumed handler. */
+void srv_infer_finish(struct srv_req *r);
+
+/* ------------------------------------------------------------------------ */
+/* The APIs' handlers, named by the routing table                           */
+/* ------------------------------------------------------------------------ */
+
+/* server/api_imgclassd.c */
+enum MHD_Result srv_classify_start(struct srv_req *r);
+enum MHD_Result srv_classify_body(struct srv_req *r);
+enum MHD_Result srv_classify_resumed(struct srv_req *r);
+enum MHD_Result srv_healthz_get(struct srv_req *r);
+enum MHD_Result srv_readyz_get(struct srv_req *r);
+enum MHD_Result srv_metrics_get(struct srv_req *r);
+enum MHD_Result srv_models_get(struct srv_req *r);
+
+/* server/api_static.c */
+enum MHD_Result srv_static_get(struct srv_req *r);
+
+#endif
