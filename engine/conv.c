@@ -16,9 +16,11 @@
 /* Rows per sgemm call on the direct (1x1, stride 1) path: the output chunk
  * stays in L2 for the epilogue that follows. */
 #define DIRECT_CHUNK_ROWS 1024
-/* Below this many output rows per task a convolution is split by output
- * channels instead: sgemm is inefficient on a handful of rows. */
+/* Below this many output rows per image a convolution is also split by
+ * output channels, in blocks of CHANNEL_BLOCK, so that the pool's threads
+ * share a layer of a single image. */
 #define MIN_ROWS_PER_TASK 64
+#define CHANNEL_BLOCK 64
 
 static bool conv_is_direct(const struct eng_conv *cv) {
     return cv->k == 1 && cv->stride == 1 && cv->pad == 0;
@@ -133,40 +135,33 @@ static void epilogue(float *restrict out, const float *restrict res, const float
     }
 }
 
-/* One convolution, split into tasks for the pool: by output rows when there
- * are enough of them, else (deep layers of small batches) by output channels
- * over an im2col matrix built once. */
+/* One convolution on OpenBLAS, cut into units of (image, chunk of that
+ * image's output rows, block of output channels) that the pool's tasks take
+ * in turn. A unit's sgemm shape depends only on the layer and the image
+ * size, never on the batch or the thread count: OpenBLAS picks its kernels,
+ * and so its order of summation, by shape, and an image's logits must not
+ * depend on its batch or on the pool (int8.batch_invariance_fp32). */
 struct conv_job {
     float *out;
     const float *in, *res;
     const struct eng_conv *cv;
-    float *col;
-    size_t col_slice; /* floats of col per task (row split) */
-    int h, w, ho, wo, m, kdim;
-    int chunk, nchunks; /* row split: rows per chunk; task t takes t, t+T, ... */
-    int ntasks;
-    int cols_per_task; /* channel split: output channels per task; 0 = row split */
+    float *col;       /* NULL for direct convs */
+    size_t col_slice; /* floats of col per task */
+    int h, w, ho, wo, kdim;
+    int chunk, chunks; /* output rows per chunk, chunks per image */
+    int nb, blocks;    /* output channels per block, blocks per chunk */
+    int units, ntasks;
     bool relu;
 };
 
 static void conv_task(void *arg, int t) {
     const struct conv_job *j = arg;
     const struct eng_conv *cv = j->cv;
-    const int cout = cv->cout, kdim = j->kdim;
-    if (j->cols_per_task) {
-        int n0 = t * j->cols_per_task;
-        int nc = cout - n0 < j->cols_per_task ? cout - n0 : j->cols_per_task;
-        if (nc <= 0) return;
-        const float *a = j->col ? j->col : j->in;
-        /* out[m][n0 .. n0+nc) = a[m][kdim] x w[n0 .. n0+nc)[kdim]^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->m, nc, kdim, 1.0f, a, kdim,
-                    cv->w + (size_t)n0 * kdim, kdim, 0.0f, j->out + n0, cout);
-        epilogue(j->out + n0, j->res ? j->res + n0 : NULL, cv->bias + n0, j->m, nc, cout, j->relu);
-        return;
-    }
-    for (int c = t; c < j->nchunks; c += j->ntasks) {
-        int m0 = c * j->chunk;
-        int rows = j->m - m0 < j->chunk ? j->m - m0 : j->chunk;
+    const int cout = cv->cout, kdim = j->kdim, hw = j->ho * j->wo;
+    for (int u = t; u < j->units; u += j->ntasks) {
+        const int blk = u % j->blocks, c = u / j->blocks % j->chunks, img = u / j->blocks / j->chunks;
+        const int r0 = c * j->chunk, rows = hw - r0 < j->chunk ? hw - r0 : j->chunk;
+        const int m0 = img * hw + r0, n0 = blk * j->nb, nc = cout - n0 < j->nb ? cout - n0 : j->nb;
         const float *a;
         if (j->col) {
             float *col = j->col + (size_t)t * j->col_slice;
@@ -175,11 +170,11 @@ static void conv_task(void *arg, int t) {
         } else {
             a = j->in + (size_t)m0 * kdim;
         }
-        float *o = j->out + (size_t)m0 * cout;
-        /* o[rows][cout] = a[rows][kdim] x w[cout][kdim]^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cout, kdim, 1.0f, a, kdim,
-                    cv->w, kdim, 0.0f, o, cout);
-        epilogue(o, j->res ? j->res + (size_t)m0 * cout : NULL, cv->bias, rows, cout, cout,
+        float *o = j->out + (size_t)m0 * cout + n0;
+        /* o[rows][n0 .. n0+nc) = a[rows][kdim] x w[n0 .. n0+nc)[kdim]^T */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nc, kdim, 1.0f, a, kdim,
+                    cv->w + (size_t)n0 * kdim, kdim, 0.0f, o, cout);
+        epilogue(o, j->res ? j->res + (size_t)m0 * cout + n0 : NULL, cv->bias + n0, rows, nc, cout,
                  j->relu);
     }
 }
@@ -267,24 +262,22 @@ void eng_conv_forward(float *out, const float *in, const struct eng_conv *cv, in
                          .relu = relu, .ntasks = ntasks > 0 ? ntasks : 1};
     j.ho = eng_out_dim(h, cv->k, cv->stride, cv->pad);
     j.wo = eng_out_dim(w, cv->k, cv->stride, cv->pad);
-    j.m = n * j.ho * j.wo;
+    const int hw = j.ho * j.wo;
     j.kdim = cv->k * cv->k * cv->cin;
     const bool direct = conv_is_direct(cv);
     j.col = direct ? NULL : col;
-    if (j.m < MIN_ROWS_PER_TASK * j.ntasks && j.ntasks > 1) {
-        /* channel split; the im2col matrix (m is small) fits the scratch */
-        if (j.col) im2col(j.col, in, cv, h, w, j.ho, j.wo, 0, j.m);
-        int per = (cv->cout + j.ntasks - 1) / j.ntasks;
-        j.cols_per_task = (per + 15) & ~15;
-        eng_pool_run(conv_task, &j, j.ntasks);
-        return;
-    }
-    int cap = direct ? DIRECT_CHUNK_ROWS : col_chunk_rows(cv, j.m);
-    int even = (j.m + j.ntasks - 1) / j.ntasks; /* so every task gets rows */
-    j.chunk = even < cap ? even : cap;
-    j.nchunks = (j.m + j.chunk - 1) / j.chunk;
-    j.col_slice = direct ? 0 : (size_t)col_chunk_rows(cv, j.m) * j.kdim;
-    eng_pool_run(conv_task, &j, j.ntasks < j.nchunks ? j.ntasks : j.nchunks);
+    /* chunks cut each image alike; eng_conv_col_floats sized the scratch
+     * for chunks of col_chunk_rows(cv, n * hw) >= col_chunk_rows(cv, hw) */
+    j.chunk = direct ? (hw < DIRECT_CHUNK_ROWS ? hw : DIRECT_CHUNK_ROWS) : col_chunk_rows(cv, hw);
+    j.chunks = (hw + j.chunk - 1) / j.chunk;
+    j.col_slice = direct ? 0 : (size_t)j.chunk * j.kdim;
+    /* small maps (deep layers) have too few rows to share out: their
+     * channels are cut into blocks too, whatever the pool's size */
+    j.nb = hw < MIN_ROWS_PER_TASK ? CHANNEL_BLOCK : cv->cout;
+    j.blocks = (cv->cout + j.nb - 1) / j.nb;
+    j.units = n * j.chunks * j.blocks;
+    if (j.ntasks > j.units) j.ntasks = j.units;
+    eng_pool_run(conv_task, &j, j.ntasks);
 }
 
 /* ------------------------------------------------------------------------ */

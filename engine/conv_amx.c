@@ -5,15 +5,12 @@
  * bits. conv.c decides when it runs.
  *
  * Only this file is compiled with -mamx-tile -mamx-int8; nothing here runs
- * unless eng_amx_available() said yes (cpuid and the kernel's permission). */
+ * unless eng_amx_available() (cpu.c) said yes (cpuid and the kernel's
+ * permission). */
 #include "engine_impl.h"
 
-#include <cpuid.h>
 #include <immintrin.h>
-#include <pthread.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #define NR ENG_PACK_NR
 /* Rows gathered per block, each with the whole reduction: every weight
@@ -23,26 +20,6 @@
 #define TK 64 /* tile reduction bytes */
 
 _Static_assert(NR == 2 * 16, "two 16-channel B tiles per weight panel");
-
-#define ARCH_REQ_XCOMP_PERM 0x1023
-#define XFEATURE_XTILEDATA 18
-
-static bool amx_ok;
-static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
-
-static void amx_probe(void) {
-    unsigned a, b, c, d;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return;
-    const bool tile = d & (1u << 24), int8 = d & (1u << 25);
-    /* Linux hands out the 8 KB tile state only to processes that ask */
-    amx_ok = tile && int8 && eng_vnni_available() &&
-             syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
-}
-
-bool eng_amx_available(void) {
-    pthread_once(&amx_once, amx_probe);
-    return amx_ok;
-}
 
 bool eng_amx_fits(const struct eng_conv *cv) {
     return eng_i8_kdim4(cv) % TK == 0 && cv->cout % NR == 0;

@@ -5,7 +5,7 @@
  * convs. conv.c decides when they run; OpenBLAS is the portable path.
  *
  * Only this file is compiled with -mavx512f; nothing here runs unless
- * eng_avx512_available() said yes. */
+ * eng_avx512_available() (cpu.c) said yes. */
 #include "engine_impl.h"
 
 #include <immintrin.h>
@@ -21,11 +21,6 @@
 /* Output rows gathered per block: MC x KC floats (168 KB) stay in L2 while
  * every weight panel of the layer passes over them. */
 #define MC (MR * 24)
-
-bool eng_avx512_available(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f");
-}
 
 size_t eng_avx512_scratch_floats(void) {
     return (size_t)MC * KC;

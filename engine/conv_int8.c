@@ -6,7 +6,7 @@
  * conv_int8_ref.c holds the plain C reference they must match bit for bit.
  *
  * Only this file is compiled with -mavx512vnni; nothing here runs unless
- * eng_vnni_available() said yes. */
+ * eng_vnni_available() (cpu.c) said yes. */
 #include "engine_impl.h"
 
 #include <immintrin.h>
@@ -24,13 +24,6 @@
 #define MC (MR * 24)
 
 _Static_assert(KC % 64 == 0, "the row maxima after the gather buffer must stay 64-byte aligned");
-
-bool eng_vnni_available(void) {
-    __builtin_cpu_init();
-    /* vpdpbusd on zmm needs AVX512_VNNI; the u8 packing needs AVX512BW */
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vnni");
-}
 
 size_t eng_i8_scratch_bytes(void) {
     /* gathered rows [MC][KC] u8, then each row's running max [MC][16] */

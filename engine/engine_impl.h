@@ -60,6 +60,19 @@ float eng_f16_to_f32(uint16_t h);
 float eng_bf16_to_f32(uint16_t h);
 
 /* ------------------------------------------------------------------------ */
+/* cpu.c: instruction sets                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Kernel levels, each including the ones before it. */
+enum eng_isa { ENG_ISA_AVX2, ENG_ISA_AVX512, ENG_ISA_AVX512_VNNI, ENG_ISA_AMX };
+
+/* True when the kernels of level isa may run: the CPU and the OS have it and
+ * the environment variable IMGCLASS_MAX_ISA (avx2, avx512, avx512_vnni or
+ * amx; read once) does not cap below it. Else *why (when why is set) names
+ * what is missing, in a static string. Thread-safe. */
+bool eng_isa_available(enum eng_isa isa, const char **why);
+
+/* ------------------------------------------------------------------------ */
 /* conv.c: kernels on NHWC activations                                      */
 /* ------------------------------------------------------------------------ */
 
@@ -134,7 +147,7 @@ void eng_gather_row(void *restrict dst, const struct eng_rowsrc *r, const struct
 /* Output tile side of the Winograd kernel: F(4x4, 3x3). */
 #define ENG_WINO_TILE 4
 
-/* True when the CPU (and OS) run AVX-512F code. */
+/* eng_isa_available(ENG_ISA_AVX512, NULL) */
 bool eng_avx512_available(void);
 
 /* dst: [cout / ENG_PACK_NR][kdim][ENG_PACK_NR] from w: [cout][kdim];
@@ -184,7 +197,7 @@ static inline int eng_i8_kdim4(const struct eng_conv *cv) {
     return (cv->k * cv->k * cv->cin + 3) & ~3;
 }
 
-/* True when the CPU (and OS) run AVX-512 VNNI with AVX-512BW. */
+/* eng_isa_available(ENG_ISA_AVX512_VNNI, NULL): AVX-512 VNNI with AVX-512BW */
 bool eng_vnni_available(void);
 
 /* dst[0 .. k1-k0) = row r's u8 activations for reduction indices [k0, k1),
@@ -203,7 +216,8 @@ void eng_i8_epilogue(float *out, size_t ldc, const int32_t *sums, int mr, const 
 void eng_i8_fold_max(float *tmax, const float *rowmax, int m0, int rows, int hw);
 
 /* conv_amx.c: the same convolution on AMX tiles, when the CPU has AMX-INT8
- * and Linux grants the tile state (asked once). Same bits as eng_conv_int8. */
+ * and Linux grants the tile state (eng_isa_available(ENG_ISA_AMX), asked
+ * once). Same bits as eng_conv_int8. */
 bool eng_amx_available(void);
 bool eng_amx_fits(const struct eng_conv *cv); /* kdim4 a multiple of 64 */
 size_t eng_amx_scratch_bytes(const struct eng_conv *cv);

@@ -435,10 +435,12 @@ enum eng_status eng_precision_parse(const char *s, enum eng_precision *out, char
 enum eng_status eng_precision_supported(enum eng_precision p, char *err, size_t errlen) {
     if (p == ENG_PRECISION_FP32) return ENG_OK;
     if (p != ENG_PRECISION_INT8) return eng_errf(ENG_ERR_ARG, err, errlen, "unknown precision %d", (int)p);
-    if (!eng_vnni_available())
+    const char *why;
+    if (!eng_isa_available(ENG_ISA_AVX512_VNNI, &why))
         return eng_errf(ENG_ERR_UNSUPPORTED, err, errlen,
-                        "int8 needs a CPU with AVX-512 VNNI (cpuid avx512_vnni and avx512bw); "
-                        "this one lacks it, and there is no slower int8 path: use fp32");
+                        "int8 needs a CPU with AVX-512 VNNI (cpuid avx512_vnni and avx512bw), "
+                        "and %s; there is no slower int8 path: use fp32",
+                        why);
     return ENG_OK;
 }
 
