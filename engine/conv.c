@@ -8,6 +8,7 @@
 #include <cblas.h>
 #include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 /* im2col is done in row chunks so its scratch stays bounded (and warm in
@@ -299,12 +300,21 @@ struct i8_job {
     bool by_rows;
 };
 
+/* Task t's per-channel maxima: [n][cout] s32 after every task's floats. */
+static int32_t *i8_task_accmax(const struct i8_job *j, int t) {
+    return (int32_t *)(j->tslots + (size_t)j->ntasks * j->n) + (size_t)t * j->n * j->cv->cout;
+}
+
 static void i8_task(void *arg, int t) {
     const struct i8_job *j = arg;
     struct eng_i8_epi e = *j->e;
     if (e.tmax) {
         e.tmax = j->tslots + (size_t)t * j->n;
         for (int i = 0; i < j->n; i++) e.tmax[i] = 0.0f;
+    }
+    if (e.accmax) {
+        e.accmax = i8_task_accmax(j, t);
+        for (size_t i = 0; i < (size_t)j->n * j->cv->cout; i++) e.accmax[i] = INT32_MIN;
     }
     int m0, m1, p0, p1;
     split_share(j->m, j->cv->cout, j->by_rows, j->ntasks, t, &m0, &m1, &p0, &p1);
@@ -324,6 +334,14 @@ void eng_conv_forward_int8(float *out, const uint8_t *in, const struct eng_conv 
     j.m = n * eng_out_dim(h, cv->k, cv->stride, cv->pad) * eng_out_dim(w, cv->k, cv->stride, cv->pad);
     j.ntasks = split_tasks(j.m, cv->cout, ntasks, &j.by_rows);
     eng_pool_run(i8_task, &j, j.ntasks);
+    if (e->accmax) { /* a max over tasks is exact: the split does not show */
+        const size_t len = (size_t)n * cv->cout;
+        memcpy(e->accmax, i8_task_accmax(&j, 0), sizeof(int32_t) * len);
+        for (int t = 1; t < j.ntasks; t++) {
+            const int32_t *a = i8_task_accmax(&j, t);
+            for (size_t i = 0; i < len; i++) e->accmax[i] = a[i] > e->accmax[i] ? a[i] : e->accmax[i];
+        }
+    }
     if (e->tmax)
         for (int i = 0; i < n; i++) {
             float mx = 0.0f;
@@ -351,6 +369,35 @@ static void quant_task(void *arg, int t) {
         eng_quantize_u8(j->q + a, j->x + a, end - a, j->inv[img]);
         a = end;
     }
+}
+
+struct requant_job {
+    uint8_t *q;
+    const int32_t *acc;
+    const struct eng_conv *cv;
+    const float *ascale, *inv;
+    int m, hw, ntasks;
+};
+
+static void requant_task(void *arg, int t) {
+    const struct requant_job *j = arg;
+    eng_i8_requant(j->q, j->acc, j->cv, j->ascale, j->inv, share_start(j->m, t, j->ntasks),
+                   share_start(j->m, t + 1, j->ntasks), j->hw);
+}
+
+void eng_requant_images(uint8_t *q, float *scale, const int32_t *acc, const int32_t *accmax,
+                        const struct eng_conv *cv, const float *ascale, int n, int hw,
+                        int ntasks) {
+    /* scale may be ascale itself (the u8 slot the input came from) */
+    float inv[n], as[n];
+    memcpy(as, ascale, sizeof as);
+    for (int i = 0; i < n; i++)
+        eng_i8_scale(eng_i8_requant_max(accmax + (size_t)i * cv->cout, cv, as[i]), &scale[i],
+                     &inv[i]);
+    struct requant_job j = {.q = q, .acc = acc, .cv = cv, .ascale = as, .inv = inv,
+                            .m = n * hw, .hw = hw, .ntasks = ntasks > 0 ? ntasks : 1};
+    if ((size_t)j.m * cv->cout < (size_t)1 << 14) j.ntasks = 1; /* not worth waking the pool */
+    eng_pool_run(requant_task, &j, j.ntasks);
 }
 
 void eng_quantize_images(uint8_t *q, float *scale, const float *x, const float *max, int n,

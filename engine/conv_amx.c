@@ -52,16 +52,22 @@ void eng_conv_amx(float *out, const uint8_t *in, const struct eng_conv *cv, int 
         cfg.rows[t] = TR;
     }
     _tile_loadconfig(&cfg);
+    /* a 1x1 stride-1 conv's input rows are its A rows: tiles load them in
+     * place (stride cin), all but a last partial group of 32, which is
+     * gathered so that no tile reads past the task's rows */
+    const bool direct = cv->k == 1 && cv->stride == 1 && cv->pad == 0;
     float rscale[MB];
     for (int mb = m0; mb < m1; mb += MB) {
         const int rows = m1 - mb < MB ? m1 - mb : MB;
+        const int whole = direct ? rows & ~31 : 0; /* rows read in place */
         for (int r = 0; r < rows; r++) {
             int m = mb + r, img = m / hw, rem = m % hw;
+            rscale[r] = e->ascale[img];
+            if (r < whole) continue;
             struct eng_rowsrc src = {in + (size_t)img * img_bytes,
                                      (rem / wo) * cv->stride - cv->pad,
                                      (rem % wo) * cv->stride - cv->pad};
             eng_i8_gather(abuf + (size_t)r * kdim4, &src, cv, h, w, 0, kdim4);
-            rscale[r] = e->ascale[img];
         }
         /* rows past the end feed tile rows whose sums are dropped */
         const int rows32 = (rows + 31) & ~31;
@@ -70,11 +76,13 @@ void eng_conv_amx(float *out, const uint8_t *in, const struct eng_conv *cv, int 
         for (int p = p0; p < p1; p++) {
             const int8_t *b = cv->wq + (size_t)p * kdim4 * NR; /* [kdim4 / 4][NR][4] */
             for (int r0 = 0; r0 < rows; r0 += 32) {
-                const uint8_t *a = abuf + (size_t)r0 * kdim4;
+                const bool inplace = r0 < whole;
+                const uint8_t *a = inplace ? in + (size_t)(mb + r0) * kdim4 : abuf + (size_t)r0 * kdim4;
                 _tile_zero(0);
                 _tile_zero(1);
                 _tile_zero(2);
                 _tile_zero(3);
+                /* in place or gathered, rows are kdim4 (= cin) bytes apart */
                 for (int k = 0; k < kdim4; k += TK) {
                     _tile_loadd(4, a + k, kdim4);
                     _tile_loadd(5, a + (size_t)TR * kdim4 + k, kdim4);
@@ -91,6 +99,11 @@ void eng_conv_amx(float *out, const uint8_t *in, const struct eng_conv *cv, int 
                 _tile_stored(3, sums + TR * NR + 16, 4 * NR);
                 const int mr = rows - r0 < 32 ? rows - r0 : 32;
                 const size_t at = (size_t)(mb + r0) * cout + (size_t)p * NR;
+                if (e->accmax) {
+                    eng_i8_store_sums((int32_t *)(out + at), cout, sums, NR, mr,
+                                      e->accmax + p * NR, cout, mb + r0, hw);
+                    continue;
+                }
                 eng_i8_epilogue(out + at, cout, sums, mr, cv->bias + p * NR, cv->wscale + p * NR,
                                 rscale + r0, e->res ? e->res + at : NULL,
                                 e->tmax ? rowmax + (size_t)r0 * 16 : NULL, e->relu);

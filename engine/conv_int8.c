@@ -185,7 +185,8 @@ void eng_conv_int8(float *out, const uint8_t *in, const struct eng_conv *cv, int
             const bool acc = k0 > 0, last = k0 + kc == kdim4;
             for (int p = p0; p < p1; p++) {
                 const int8_t *b = cv->wq + ((size_t)p * kdim4 + k0) * NR;
-                struct tepi te = {.bias = last ? cv->bias + p * NR : NULL,
+                /* accmax: the sums stay s32 (eng_i8_requant finishes them) */
+                struct tepi te = {.bias = last && !e->accmax ? cv->bias + p * NR : NULL,
                                   .wscale = cv->wscale + p * NR, .relu = e->relu};
                 for (int i = 0; i < rows; i += MR) {
                     const int mr = rows - i < MR ? rows - i : MR;
@@ -194,6 +195,9 @@ void eng_conv_int8(float *out, const uint8_t *in, const struct eng_conv *cv, int
                     te.res = e->res && last ? e->res + at : NULL;
                     te.rowmax = e->tmax && last ? rowmax + (size_t)i * 16 : NULL;
                     tile_any(mr, a + i * lda, lda, b, kc / 4, out + at, cout, acc, &te);
+                    if (last && e->accmax)
+                        eng_i8_store_sums(NULL, 0, (const int32_t *)(out + at), cout, mr,
+                                          e->accmax + p * NR, cout, mb + i, hw);
                 }
             }
         }
@@ -238,6 +242,54 @@ void eng_i8_fold_max(float *tmax, const float *rowmax, int m0, int rows, int hw)
         float v = hmax(_mm512_loadu_ps(rowmax + (size_t)r * 16));
         float *t = &tmax[(m0 + r) / hw];
         if (v > *t) *t = v;
+    }
+}
+
+void eng_i8_store_sums(int32_t *out, size_t ldc, const int32_t *sums, size_t lds, int mr,
+                       int32_t *accmax, size_t ld_max, int m0, int hw) {
+    int img = m0 / hw, left = hw - m0 % hw; /* rows of this image still to come */
+    int32_t *am = accmax + (size_t)img * ld_max;
+    __m512i a0 = _mm512_loadu_si512(am), a1 = _mm512_loadu_si512(am + 16);
+    for (int r = 0; r < mr; r++, left--) {
+        if (!left) { /* the rows move on to the next image */
+            _mm512_storeu_si512(am, a0);
+            _mm512_storeu_si512(am + 16, a1);
+            am += ld_max;
+            a0 = _mm512_loadu_si512(am);
+            a1 = _mm512_loadu_si512(am + 16);
+            left = hw;
+        }
+        const __m512i v0 = _mm512_loadu_si512(sums + r * lds), v1 = _mm512_loadu_si512(sums + r * lds + 16);
+        if (out) {
+            _mm512_storeu_si512(out + r * ldc, v0);
+            _mm512_storeu_si512(out + r * ldc + 16, v1);
+        }
+        a0 = _mm512_max_epi32(a0, v0);
+        a1 = _mm512_max_epi32(a1, v1);
+    }
+    _mm512_storeu_si512(am, a0);
+    _mm512_storeu_si512(am + 16, a1);
+}
+
+void eng_i8_requant(uint8_t *q, const int32_t *acc, const struct eng_conv *cv,
+                    const float *ascale, const float *inv, int m0, int m1, int hw) {
+    const int cout = cv->cout;
+    const __m512i zero = _mm512_setzero_si512();
+    for (int m = m0; m < m1; m++) {
+        const int img = m / hw;
+        const __m512 s = _mm512_set1_ps(ascale[img]), f = _mm512_set1_ps(inv[img]);
+        const int32_t *a = acc + (size_t)m * cout;
+        uint8_t *o = q + (size_t)m * cout;
+        /* the operations of tile()'s epilogue with ReLU, then of
+         * eng_quantize_u8: the same bits as the two passes */
+        for (int c = 0; c < cout; c += 16) {
+            const __m512 ws = _mm512_mul_ps(_mm512_loadu_ps(cv->wscale + c), s);
+            __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(a + c)), ws,
+                                       _mm512_loadu_ps(cv->bias + c));
+            v = _mm512_max_ps(v, _mm512_setzero_ps());
+            __m512i t = _mm512_cvtps_epi32(_mm512_mul_ps(v, f));
+            _mm_storeu_si128((__m128i *)(o + c), _mm512_cvtusepi32_epi8(_mm512_max_epi32(t, zero)));
+        }
     }
 }
 

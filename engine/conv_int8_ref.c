@@ -72,3 +72,24 @@ void eng_quantize_u8_ref(uint8_t *q, const float *x, size_t count, float inv) {
         q[i] = (uint8_t)(r < 0 ? 0 : r > 255 ? 255 : r);
     }
 }
+
+float eng_i8_requant_max(const int32_t *accmax, const struct eng_conv *cv, float ascale) {
+    float mx = 0.0f;
+    for (int o = 0; o < cv->cout; o++) {
+        float v = fmaf((float)accmax[o], cv->wscale[o] * ascale, cv->bias[o]);
+        mx = v > mx ? v : mx;
+    }
+    return mx;
+}
+
+void eng_i8_requant_ref(uint8_t *q, const int32_t *acc, const struct eng_conv *cv,
+                        const float *ascale, const float *inv, int m0, int m1, int hw) {
+    const int cout = cv->cout;
+    for (int m = m0; m < m1; m++)
+        for (int o = 0; o < cout; o++) {
+            const size_t at = (size_t)m * cout + o;
+            float v = fmaf((float)acc[at], cv->wscale[o] * ascale[m / hw], cv->bias[o]);
+            v = v > 0.0f ? v : 0.0f;
+            eng_quantize_u8_ref(q + at, &v, 1, inv[m / hw]);
+        }
+}

@@ -112,8 +112,9 @@ struct eng_i8_epi; /* conv_int8.c section below */
 
 /* The int8 conv (cv->int8) on u8 input in: [n][h][w][cin], quantized with
  * e->ascale per image; out as eng_conv_forward. When e->tmax is set it gets
- * each image's maximum output. tslots: [ntasks][n] floats of scratch for
- * the tasks' partial maxima. Allocates nothing. */
+ * each image's maximum output; when e->accmax is set, see struct
+ * eng_i8_epi. tslots: eng_i8_slot_bytes(ntasks, n, cout) of scratch for the
+ * tasks' partial maxima. Allocates nothing. */
 void eng_conv_forward_int8(float *out, const uint8_t *in, const struct eng_conv *cv, int n, int h,
                            int w, const struct eng_i8_epi *e, float *col, float *tslots,
                            int ntasks);
@@ -189,8 +190,47 @@ struct eng_i8_epi {
     const float *ascale; /* [images]: activation scale of each input image */
     const float *res;    /* NULL or [m][cout] like out */
     float *tmax;         /* NULL or [images]: running max, >= 0 on entry */
+    /* NULL, or [images][cout]: the kernel stores the raw s32 sums in out's
+     * place instead of the epilogue, and folds each image's largest sum per
+     * channel into accmax (INT32_MIN on entry); eng_i8_requant then applies
+     * the epilogue (no res, relu) and quantizes, in one pass. The maximum
+     * of act(sum * s + bias) over an image is act(max sum * s + bias) per
+     * channel (s >= 0, every step monotone), so the next layer's scale is
+     * known before any output is written, with the same bits. */
+    int32_t *accmax;
     bool relu;
 };
+
+/* Bytes of the tslots scratch eng_conv_forward_int8 needs: per task, n
+ * floats of maxima, then n x cout s32 of per-channel maxima. */
+static inline size_t eng_i8_slot_bytes(int ntasks, int n, int cout) {
+    return (size_t)ntasks * n * (sizeof(float) + sizeof(int32_t) * (size_t)cout);
+}
+
+/* Stores mr rows of s32 sums (rows lds apart) to out (rows ldc apart; NULL:
+ * they are there already) and folds them into accmax: [images][ld_max],
+ * offset to the panel's first channel; row r belongs to image (m0 + r) / hw. */
+void eng_i8_store_sums(int32_t *out, size_t ldc, const int32_t *sums, size_t lds, int mr,
+                       int32_t *accmax, size_t ld_max, int m0, int hw);
+
+/* The largest u8-bound output of one image of a conv run with accmax: the
+ * max over channels o of max(0, fma(accmax[o], wscale[o] * ascale, bias[o])). */
+float eng_i8_requant_max(const int32_t *accmax, const struct eng_conv *cv, float ascale);
+
+/* q[m][cout] = u8 of max(0, fma(acc, wscale * ascale[img], bias)) * inv[img]
+ * (round to nearest even, saturated) for rows m in [m0, m1), row m of image
+ * m / hw: the epilogue and eng_quantize_u8 in one pass. */
+void eng_i8_requant(uint8_t *q, const int32_t *acc, const struct eng_conv *cv,
+                    const float *ascale, const float *inv, int m0, int m1, int hw);
+void eng_i8_requant_ref(uint8_t *q, const int32_t *acc, const struct eng_conv *cv,
+                        const float *ascale, const float *inv, int m0, int m1, int hw);
+
+/* Runs eng_i8_requant over n images on the pool: scale[n] (which may be
+ * ascale) gets each image's scale (eng_i8_requant_max / 255) for the next
+ * layer. */
+void eng_requant_images(uint8_t *q, float *scale, const int32_t *acc, const int32_t *accmax,
+                        const struct eng_conv *cv, const float *ascale, int n, int hw,
+                        int ntasks);
 
 /* Quantized weights: per output channel, symmetric, s8 in [-127, 127]. */
 static inline int eng_i8_kdim4(const struct eng_conv *cv) {

@@ -623,7 +623,8 @@ struct eng_ctx {
     float *qscale[2];    /* [max_batch]: per-image scale of q[i] */
     float *qmax;         /* [max_batch]: per-image maxima of buf[max_of] */
     int max_of;          /* the buffer the last int8 conv wrote, -1 for none */
-    float *tslots;       /* [ntasks][max_batch]: tasks' partial maxima */
+    int32_t *accmax;     /* [max_batch][feat]: per-channel maxima of s32 sums */
+    float *tslots;       /* eng_i8_slot_bytes(ntasks, max_batch, feat): tasks' maxima */
     float *mem;          /* the single allocation behind all of the above */
     size_t bytes;
 };
@@ -697,8 +698,9 @@ enum eng_status eng_ctx_new(const struct eng_model *m, int max_batch, int size,
     size_t qelems = act_floats > c->handoff_img * max_batch ? act_floats : c->handoff_img * max_batch;
     size_t qbuf = int8 ? align16((qelems + 3) / 4) : 0;
     size_t qvec = int8 ? align16((size_t)max_batch) : 0;
-    size_t slots = int8 ? align16((size_t)c->ntasks * max_batch) : 0;
-    size_t floats = NBUF * act + handoff + col + pooled + 2 * qbuf + 3 * qvec + slots;
+    size_t slots = int8 ? align16(eng_i8_slot_bytes(c->ntasks, max_batch, m->feat) / 4) : 0;
+    size_t accmax = int8 ? align16((size_t)max_batch * m->feat) : 0;
+    size_t floats = NBUF * act + handoff + col + pooled + 2 * qbuf + 3 * qvec + slots + accmax;
     c->bytes = floats * sizeof(float);
     c->mem = aligned_alloc(64, c->bytes);
     if (!c->mem) {
@@ -720,6 +722,7 @@ enum eng_status eng_ctx_new(const struct eng_model *m, int max_batch, int size,
     if (int8) {
         c->qmax = p;
         c->tslots = p + qvec;
+        c->accmax = (int32_t *)(c->tslots + slots);
     }
     *out = c;
     return ENG_OK;
@@ -752,10 +755,15 @@ static int free_buf(unsigned used) {
  * (the block input, which its projection shortcut still reads). The
  * maxima come from the conv that wrote buf[in] when it was int8. Returns
  * the slot. */
+/* The u8 slot to overwrite for a copy of buf[in]: never the block input's. */
+static int spare_slot(const struct eng_ctx *c, int in, int keep) {
+    return c->qof[0] == keep && keep != in ? 1 : 0;
+}
+
 static int quantized(struct eng_ctx *c, int in, int keep, int n, size_t img_len) {
     for (int i = 0; i < 2; i++)
         if (c->qof[i] == in) return i;
-    int s = c->qof[0] == keep && keep != in ? 1 : 0;
+    int s = spare_slot(c, in, keep);
     if (c->max_of != in) {
         for (int i = 0; i < n; i++) c->qmax[i] = eng_max_f32(c->buf[in] + i * img_len, img_len);
         c->max_of = in;
@@ -767,9 +775,12 @@ static int quantized(struct eng_ctx *c, int in, int keep, int n, size_t img_len)
 }
 
 /* buf[out] = act(conv(buf[in]) + bias (+ buf[res] when res >= 0)), n images
- * of hin x hin, in the model's precision; keep: the block input. */
+ * of hin x hin, in the model's precision; keep: the block input. u8_only:
+ * the next conv is the output's only reader (a ReLU conv without shortcut):
+ * in int8 it gets the output as u8 only, quantized in the same pass that
+ * applies the epilogue, and buf[out] holds s32 sums, not floats. */
 static void block_conv(struct eng_ctx *c, int n, int out, int in, const struct eng_conv *cv,
-                       int hin, int res, bool relu, int keep) {
+                       int hin, int res, bool relu, int keep, bool u8_only) {
     float **buf = c->buf;
     const float *r = res >= 0 ? buf[res] : NULL;
     if (!cv->int8) {
@@ -778,13 +789,26 @@ static void block_conv(struct eng_ctx *c, int n, int out, int in, const struct e
         return;
     }
     int s = quantized(c, in, keep, n, (size_t)cv->cin * hin * hin);
+    const bool fused = u8_only && relu && res < 0;
     /* maxima only where a next conv reads the output as u8 (after ReLU) */
-    struct eng_i8_epi e = {.ascale = c->qscale[s], .res = r, .tmax = relu ? c->qmax : NULL,
-                           .relu = relu};
+    struct eng_i8_epi e = {.ascale = c->qscale[s], .res = r,
+                           .tmax = relu && !fused ? c->qmax : NULL,
+                           .accmax = fused ? c->accmax : NULL, .relu = relu};
     eng_conv_forward_int8(buf[out], c->q[s], cv, n, hin, hin, &e, c->col, c->tslots,
                           eng_pool_share(c->ntasks));
     for (int i = 0; i < 2; i++)
         if (c->qof[i] == out) c->qof[i] = -1; /* its copy is stale now */
+    if (fused) {
+        const int ho = eng_out_dim(hin, cv->k, cv->stride, cv->pad);
+        /* any slot but the block input's (its shortcut may still read it);
+         * this conv's own input is read no more */
+        const int d = c->qof[0] == keep ? 1 : 0;
+        eng_requant_images(c->q[d], c->qscale[d], (const int32_t *)buf[out], c->accmax, cv,
+                           c->qscale[s], n, ho * ho, eng_pool_share(c->ntasks));
+        c->qof[d] = out;
+        if (c->max_of == out) c->max_of = -1;
+        return;
+    }
     if (relu)
         c->max_of = out;
     else if (c->max_of == out)
@@ -798,21 +822,23 @@ static int run_blocks(struct eng_ctx *c, int b0, int b1, int n, int x, int *h) {
     int hh = *h;
     /* the input was written by the stem, the pool or a copy: no u8 copies */
     c->qof[0] = c->qof[1] = c->max_of = -1;
-#define CONV(out, in, cv, hin, res, relu) block_conv(c, n, out, in, cv, hin, res, relu, x)
+#define CONV(out, in, cv, hin, res, relu) block_conv(c, n, out, in, cv, hin, res, relu, x, false)
+    /* a conv whose output only the next conv reads */
+#define CONV_U8(out, in, cv, hin) block_conv(c, n, out, in, cv, hin, -1, true, x, true)
     for (int b = b0; b < b1; b++) {
         const struct eng_block *blk = &m->blocks[b];
         unsigned used = 1u << x;
         int t1 = free_buf(used);
         used |= 1u << t1;
         int ho = eng_out_dim(hh, blk->c1.k, blk->c1.stride, blk->c1.pad);
-        CONV(t1, x, &blk->c1, hh, -1, true);
+        CONV_U8(t1, x, &blk->c1, hh);
         int y;
         if (m->info.bottleneck) {
             /* 1x1 reduce, 3x3 (strided), then 1x1 expand + shortcut + ReLU */
             int t2 = free_buf(used);
             used |= 1u << t2;
             int h2 = eng_out_dim(ho, blk->c2.k, blk->c2.stride, blk->c2.pad);
-            CONV(t2, t1, &blk->c2, ho, -1, true);
+            CONV_U8(t2, t1, &blk->c2, ho);
             int id = x;
             if (blk->has_ds) {
                 id = free_buf(used);
@@ -836,6 +862,7 @@ static int run_blocks(struct eng_ctx *c, int b0, int b1, int n, int x, int *h) {
         x = y;
     }
 #undef CONV
+#undef CONV_U8
     *h = hh;
     return x;
 }

@@ -264,6 +264,64 @@ static void test_layer_driver(void) {
     }
 }
 
+/* A ReLU conv whose only reader is the next conv (struct eng_i8_epi
+ * accmax): s32 sums and per-channel maxima, then the epilogue and the
+ * quantizer in one pass (eng_requant_images) give the u8 and the scale that
+ * the reference conv followed by eng_quantize_u8_ref give, on the VNNI and
+ * the AMX kernels, over several task counts. */
+static void test_fused_requant(void) {
+    SKIP_UNLESS(ENG_ISA_AVX512_VNNI);
+    int ran = 0;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const struct shape *s = &shapes[si];
+        if (!s->relu || s->residual || s->n > 8) continue;
+        for (int amx = 0; amx < 2; amx++) {
+            struct i8_case c;
+            CHECK(case_make(&c, s), "out of memory");
+            c.cv.amx = amx && eng_amx_available() && eng_amx_fits(&c.cv);
+            if (amx && !c.cv.amx) {
+                case_free(&c);
+                continue;
+            }
+            const int hw = c.ho * c.wo, tasks = 1 + ran % 3;
+            float *want = malloc(sizeof(float) * c.out_len), *acc = malloc(sizeof(float) * c.out_len);
+            uint8_t *qw = malloc(c.out_len), *qg = malloc(c.out_len);
+            float *col = aligned_alloc(64, sizeof(float) * eng_conv_col_floats(&c.cv, s->n, s->h, s->w, tasks) + 64);
+            void *slots = malloc(eng_i8_slot_bytes(tasks, s->n, s->cout));
+            int32_t *accmax = malloc(sizeof(int32_t) * s->n * s->cout);
+            float mw[8] = {0}, sw[8], sg[8], inv;
+            struct eng_i8_epi e = {.ascale = c.ascale, .tmax = mw, .relu = true};
+            eng_conv_int8_ref(want, c.in, &c.cv, s->n, s->h, s->w, &e);
+            for (int i = 0; i < s->n; i++) {
+                eng_i8_scale(mw[i], &sw[i], &inv);
+                eng_quantize_u8_ref(qw + (size_t)i * hw * s->cout, want + (size_t)i * hw * s->cout,
+                                    (size_t)hw * s->cout, inv);
+            }
+            e = (struct eng_i8_epi){.ascale = c.ascale, .accmax = accmax, .relu = true};
+            eng_conv_forward_int8(acc, c.in, &c.cv, s->n, s->h, s->w, &e, col, slots, tasks);
+            eng_requant_images(qg, sg, (const int32_t *)acc, accmax, &c.cv, c.ascale, s->n, hw, tasks);
+            bool same = !memcmp(qw, qg, c.out_len) && !memcmp(sw, sg, sizeof(float) * s->n);
+            /* and the plain C requant on the same sums */
+            float ascale_inv[8];
+            for (int i = 0; i < s->n; i++) eng_i8_scale(mw[i], &sw[i], &ascale_inv[i]);
+            eng_i8_requant_ref(qg, (const int32_t *)acc, &c.cv, c.ascale, ascale_inv, 0, s->n * hw, hw);
+            same = same && !memcmp(qw, qg, c.out_len);
+            free(want);
+            free(acc);
+            free(qw);
+            free(qg);
+            free(col);
+            free(slots);
+            free(accmax);
+            case_free(&c);
+            CHECK(same, "%s%s, %d task(s): fused requant differs from conv + quantize", amx ? "AMX " : "",
+                  s->name, tasks);
+            ran++;
+        }
+    }
+    CHECK(ran >= 5, "only %d cases ran", ran);
+}
+
 /* The reference itself against a double-precision conv on the dequantized
  * values: what it computes is the convolution, within float rounding. */
 static void test_reference_is_a_convolution(void) {
@@ -571,6 +629,7 @@ int main(void) {
     RUN(test_amx_matches_reference);
     RUN(test_amx_model_same_bits);
     RUN(test_layer_driver);
+    RUN(test_fused_requant);
     RUN(test_reference_is_a_convolution);
     RUN(test_quantizer);
     RUN(test_precision_api);
