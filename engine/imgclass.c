@@ -19,8 +19,8 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: imgclass --model PATH|random:resnetD[:SEED] [--labels FILE] [--topk K]\n"
-            "                [--precision fp32|int8] [--json] IMAGE...\n"
-            "       imgclass --compare fp32,int8 --model M IMAGE...\n"
+            "                [--precision fp32|int8] [--decode fast|exact] [--json] IMAGE...\n"
+            "       imgclass --compare fp32,int8 --model M [--decode fast|exact] IMAGE...\n"
             "       imgclass --bench [--model M] [--batch B] [--seconds S] [--workers W]\n"
             "                [--threads T] [--kernel K] [--precision P] [--json]\n"
             "       imgclass --peak [--json]\n"
@@ -35,6 +35,10 @@ static void usage(FILE *f) {
             "               AVX-512F, else openblas), avx512 or openblas\n"
             "  --precision P  fp32 (default) or int8 (AVX-512 VNNI, or AMX where present;\n"
             "               activations quantized per image at run time, no calibration)\n"
+            "  --decode D   how JPEGs become pixels: fast (default, or the sidecar's\n"
+            "               \"decode\"): large photos decoded at a reduced DCT scale, EXIF\n"
+            "               orientation applied; exact: torchvision's own pipeline, every\n"
+            "               pixel at full size, EXIF orientation ignored\n"
             "  --compare fp32,int8  runs both on the images and prints how int8 agrees\n"
             "               with fp32: top-1 agreement, fp32 top-1 within int8's top 5,\n"
             "               mean cosine of the logits, worst relative logit error\n"
@@ -85,6 +89,7 @@ static unsigned char *read_file(const char *path, size_t *len, char *err, size_t
 struct cli {
     const char *model_spec, *labels_path;
     int topk, json;
+    struct eng_preproc pp; /* the model's, with --decode applied */
     struct eng_model *model;
     struct eng_labels *labels;
     struct eng_ctx *ctx;
@@ -143,7 +148,7 @@ static void print_result(const struct cli *c, const char *file, const float *log
 /* Classifies files[0..n) (n <= CLI_BATCH) in one forward pass; returns the
  * number that failed. in: [CLI_BATCH][3][crop][crop] scratch. */
 static int run_batch(struct cli *c, char **files, int n, float *in, float *logits) {
-    const struct eng_preproc *pp = &c->info->preproc;
+    const struct eng_preproc *pp = &c->pp;
     const size_t img_floats = (size_t)3 * pp->crop * pp->crop;
     enum eng_status st[CLI_BATCH];
     char msg[CLI_BATCH][256];
@@ -487,6 +492,16 @@ static void agree_add(struct agreement *g, const float *a, const float *b, int n
 
 /* imgclass --compare A,B: every image through both precisions; prints the
  * agreement of B with A. */
+/* --decode, or -1 for the model's own (its sidecar's, else fast). */
+static int decode_choice = -1;
+
+/* The preprocessing of the model, with --decode applied. */
+static struct eng_preproc preproc_of(const struct eng_model_info *info) {
+    struct eng_preproc pp = info->preproc;
+    if (decode_choice >= 0) pp.decode = (enum eng_decode)decode_choice;
+    return pp;
+}
+
 static int run_compare(const char *pair, const char *spec, char **files, int nfiles, int json) {
     char err[512], a_name[16] = "", b_name[16] = "";
     enum eng_precision prec[2];
@@ -510,6 +525,7 @@ static int run_compare(const char *pair, const char *spec, char **files, int nfi
             goto out;
         }
     const struct eng_model_info *info = eng_model_get_info(m[0]);
+    const struct eng_preproc pp = preproc_of(info);
     const int crop = info->preproc.crop, classes = info->num_classes;
     const size_t img = (size_t)3 * crop * crop;
     in = malloc(sizeof(float) * img * CLI_BATCH);
@@ -522,7 +538,7 @@ static int run_compare(const char *pair, const char *spec, char **files, int nfi
         for (int f = f0; f < nfiles && f < f0 + CLI_BATCH; f++) {
             size_t len = 0;
             unsigned char *data = read_file(files[f], &len, err, sizeof err);
-            enum eng_status st = data ? eng_image_preprocess(data, len, &info->preproc, NULL,
+            enum eng_status st = data ? eng_image_preprocess(data, len, &pp, NULL,
                                                              in + (size_t)k * img, err, sizeof err)
                                       : ENG_ERR_IO;
             free(data);
@@ -616,6 +632,13 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "imgclass: --precision: %s\n", err);
                 ok = 0;
             }
+        } else if (!strcmp(a, "--decode") && v) {
+            const char *d = argv[++i];
+            decode_choice = !strcmp(d, "fast") ? ENG_DECODE_FAST : !strcmp(d, "exact") ? ENG_DECODE_EXACT : -1;
+            if (decode_choice < 0) {
+                fprintf(stderr, "imgclass: --decode must be fast or exact, got \"%s\"\n", d);
+                ok = 0;
+            }
         } else if (!strcmp(a, "--model") && v) {
             c.model_spec = argv[++i];
         } else if (!strcmp(a, "--labels") && v) {
@@ -687,6 +710,7 @@ int main(int argc, char **argv) {
         goto out;
     }
     c.info = eng_model_get_info(c.model);
+    c.pp = preproc_of(c.info);
     if (c.info->random)
         fprintf(stderr, "imgclass: %s has RANDOM weights: its answers mean nothing\n",
                 c.info->source);

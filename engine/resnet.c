@@ -345,16 +345,24 @@ static enum eng_status load_sidecar(const char *weights, struct eng_preproc *pp,
     json_t *v;
     if ((v = json_object_get(root, "resize"))) pp->resize = (int)json_integer_value(v);
     if ((v = json_object_get(root, "crop"))) pp->crop = (int)json_integer_value(v);
-    if ((v = json_object_get(root, "interpolation"))) {
+    /* the two-valued string keys: the key, its values (as enum 0 and 1) */
+    static const struct {
+        const char *key, *value[2];
+    } choices[2] = {{"interpolation", {"bilinear", "bicubic"}}, {"decode", {"fast", "exact"}}};
+    int chosen[2] = {(int)pp->interp, (int)pp->decode};
+    for (int k = 0; k < 2 && st == ENG_OK; k++) {
+        if (!(v = json_object_get(root, choices[k].key))) continue;
         const char *s = json_string_value(v);
-        if (s && !strcmp(s, "bilinear"))
-            pp->interp = ENG_INTERP_BILINEAR;
-        else if (s && !strcmp(s, "bicubic"))
-            pp->interp = ENG_INTERP_BICUBIC;
+        if (s && !strcmp(s, choices[k].value[0]))
+            chosen[k] = 0;
+        else if (s && !strcmp(s, choices[k].value[1]))
+            chosen[k] = 1;
         else
-            st = eng_errf(ENG_ERR_FORMAT, err, errlen,
-                          "%s: interpolation must be \"bilinear\" or \"bicubic\"", path);
+            st = eng_errf(ENG_ERR_FORMAT, err, errlen, "%s: %s must be \"%s\" or \"%s\"", path,
+                          choices[k].key, choices[k].value[0], choices[k].value[1]);
     }
+    pp->interp = chosen[0] ? ENG_INTERP_BICUBIC : ENG_INTERP_BILINEAR;
+    pp->decode = chosen[1] ? ENG_DECODE_EXACT : ENG_DECODE_FAST;
     static const char *keys[2] = {"mean", "std"};
     float *dst[2] = {pp->mean, pp->std};
     for (int k = 0; k < 2 && st == ENG_OK; k++) {
