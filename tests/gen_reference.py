@@ -47,10 +47,16 @@ DEPTHS = (18, 34, 50, 101, 152)
 NUM_CLASSES = 1000
 
 # (resize, interpolation name, file). The first one is what logits use.
+# (resize, interpolation, file, decode): decode "fast" is torchvision on the
+# photo as a phone shows it (EXIF orientation applied), the engine's default
+# pipeline apart from its DCT scaling of large photos; "exact" is
+# torchvision on PIL's plain decode (no EXIF transpose), what the engine's
+# ENG_DECODE_EXACT must match.
 PREPROCS = [
-    (256, "bilinear", "preproc_256_bilinear.f32"),
-    (232, "bilinear", "preproc_232_bilinear.f32"),
-    (256, "bicubic", "preproc_256_bicubic.f32"),
+    (256, "bilinear", "preproc_256_bilinear.f32", "fast"),
+    (232, "bilinear", "preproc_232_bilinear.f32", "fast"),
+    (256, "bicubic", "preproc_256_bicubic.f32", "fast"),
+    (256, "bilinear", "preproc_exact_256_bilinear.f32", "exact"),
 ]
 INTERP = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
 
@@ -299,21 +305,23 @@ def shared_images(no_shared):
 # Preprocessing (the oracle)
 # --------------------------------------------------------------------------
 
-def load_for_eval(path):
-    """PIL image as torchvision sees it: EXIF orientation applied, RGB."""
+def load_for_eval(path, transpose=True):
+    """PIL image as torchvision sees it, RGB; EXIF orientation applied when
+    transpose (ImageFolder and most pipelines do not apply it)."""
     with Image.open(path) as im:
         im.load()
-        return ImageOps.exif_transpose(im).convert("RGB")
+        return (ImageOps.exif_transpose(im) if transpose else im).convert("RGB")
 
 
 def preprocess_all(out, images):
     """Returns {file: float32 tensor [n][3][224][224]} and writes the files."""
-    pil = [load_for_eval(resolve(out, e["path"])) for e in images]
+    pil = {d: [load_for_eval(resolve(out, e["path"]), transpose=d == "fast") for e in images]
+           for d in ("fast", "exact")}
     result = {}
-    for resize, interp, fname in PREPROCS:
+    for resize, interp, fname, decode in PREPROCS:
         tf = T.Compose([T.Resize(resize, interpolation=INTERP[interp]), T.CenterCrop(CROP),
                         T.ToTensor(), T.Normalize(MEAN, STD)])
-        batch = torch.stack([tf(im) for im in pil])
+        batch = torch.stack([tf(im) for im in pil[decode]])
         write_f32(out / fname, batch.numpy())
         result[fname] = batch
     return result
@@ -532,8 +540,8 @@ def main():
 
     manifest = {
         "images": images,
-        "preproc": [{"resize": r, "crop": CROP, "interp": i, "mean": MEAN, "std": STD, "file": f}
-                    for r, i, f in PREPROCS],
+        "preproc": [{"resize": r, "crop": CROP, "interp": i, "mean": MEAN, "std": STD, "file": f,
+                     "decode": d} for r, i, f, d in PREPROCS],
         "models": models,
         "logits_preproc": PREPROCS[0][2],
         "seed": args.seed,

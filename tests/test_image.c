@@ -1187,6 +1187,10 @@ static void test_pil_parity(void) {
             break;
         }
         pp.interp = strcmp(interp, "bicubic") ? ENG_INTERP_BILINEAR : ENG_INTERP_BICUBIC;
+        /* "exact": torchvision on PIL's plain decode, which the engine's
+         * ENG_DECODE_EXACT pipeline must give from the file bytes. */
+        const char *dmode = json_string_value(json_object_get(pv, "decode"));
+        if (dmode && !strcmp(dmode, "exact")) pp.decode = ENG_DECODE_EXACT;
         for (int c = 0; c < 3; c++) {
             pp.mean[c] = (float)json_number_value(json_array_get(json_object_get(pv, "mean"), c));
             pp.std[c] = (float)json_number_value(json_array_get(json_object_get(pv, "std"), c));
@@ -1205,7 +1209,23 @@ static void test_pil_parity(void) {
         double max_diff = 0;
         for (size_t i = 0; i < n_img && !fail[0]; i++) {
             char err[256];
-            if (eng_image_transform(&decoded[i], &pp, out, err, sizeof err) != ENG_OK) {
+            enum eng_status st;
+            if (pp.decode == ENG_DECODE_EXACT) {
+                const char *p =
+                    json_string_value(json_object_get(json_array_get(images, i), "path"));
+                char full[4096];
+                snprintf(full, sizeof full, "%s%s%s", p && p[0] == '/' ? "" : dir,
+                         p && p[0] == '/' ? "" : "/", p ? p : "");
+                size_t flen = 0;
+                unsigned char *data = p ? t_read_file(full, &flen) : NULL;
+                st = data ? eng_image_preprocess(data, flen, &pp, NULL, out, err, sizeof err)
+                          : ENG_ERR_IO;
+                if (!data) snprintf(err, sizeof err, "cannot read %.200s", full);
+                free(data);
+            } else {
+                st = eng_image_transform(&decoded[i], &pp, out, err, sizeof err);
+            }
+            if (st != ENG_OK) {
                 snprintf(fail, sizeof fail, "transform %s: %s", file, err);
                 break;
             }

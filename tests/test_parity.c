@@ -660,6 +660,79 @@ static void test_two_threads(void) {
           rm.arch, worst);
 }
 
+/* The decode modes on the photos FAST treats differently from torchvision:
+ * the large one (decoded at a reduced DCT scale) and the EXIF-rotated ones.
+ * On the large photo EXACT must match torchvision's logits as closely as
+ * the end-to-end case; FAST's logit cosine is printed, for the README.
+ * (torchvision rotates neither way: the reference logits are computed on
+ * the EXIF-transposed image, which FAST reproduces; EXACT is checked on
+ * those files against the unrotated reference tensors in image.pil_parity.) */
+static double cosine(const float *a, const float *b, int n) {
+    double ab = 0, aa = 0, bb = 0;
+    for (int k = 0; k < n; k++)
+        ab += (double)a[k] * b[k], aa += (double)a[k] * a[k], bb += (double)b[k] * b[k];
+    return ab / sqrt(aa * bb + 1e-300);
+}
+
+static void case_decode_modes(void) {
+    if (!ref.root) SKIP("%s", ref.missing);
+    struct ref_model rm;
+    struct eng_model *m;
+    float *want;
+    char why[WHY_LEN] = "";
+    CHECK(load_model(cur_model, &rm, &m, &want, why, sizeof why), "%s", why);
+    size_t per = (size_t)3 * ref.size * ref.size;
+    float *x = malloc(sizeof(float) * per * 2), *got = malloc(sizeof(float) * 2 * rm.num_classes);
+    int checked = 0, ok = x && got;
+    for (int i = 0; ok && i < ref.n; i++) {
+        json_t *e = json_array_get(ref.images, i);
+        const char *kind = json_string_value(json_object_get(e, "kind"));
+        if (!kind || strcmp(kind, "large")) continue;
+        char path[PATH_LEN], err[ERR_LEN];
+        ref_path(json_string_value(json_object_get(e, "path")), path, sizeof path);
+        size_t len = 0;
+        unsigned char *data = t_read_file(path, &len);
+        struct eng_preproc pp = ref.pp;
+        ok = data != NULL;
+        double best[2] = {INFINITY, INFINITY}; /* decode + preprocess, best of 5 */
+        for (int rep = 0; ok && rep < 5; rep++)
+            for (int mode = 0; ok && mode < 2; mode++) {
+                pp.decode = mode ? ENG_DECODE_EXACT : ENG_DECODE_FAST;
+                double t0 = now_sec();
+                ok = eng_image_preprocess(data, len, &pp, NULL, x + mode * per, err, sizeof err) ==
+                     ENG_OK;
+                if (now_sec() - t0 < best[mode]) best[mode] = now_sec() - t0;
+            }
+        free(data);
+        if (!ok || !forward_all(m, x, 2, 2, got, rm.num_classes, why, sizeof why)) {
+            if (!why[0]) snprintf(why, sizeof why, "%s: %s", path, err);
+            ok = 0;
+            break;
+        }
+        const float *w = want + (size_t)i * rm.num_classes;
+        double cf = cosine(got, w, rm.num_classes), ce = cosine(got + rm.num_classes, w,
+                                                                 rm.num_classes);
+        printf("  parity.decode_modes: %s %s: logit cosine vs torchvision: fast %.4f, exact "
+               "%.7f; decode + preprocess: fast %.1f ms, exact %.1f ms\n",
+               rm.arch, json_string_value(json_object_get(e, "name")), cf, ce, best[0] * 1e3,
+               best[1] * 1e3);
+        struct cmp r;
+        int idx = i;
+        compare(got + rm.num_classes, w, 1, &idx, rm.num_classes, &r);
+        if (r.bad_logits || r.bad_top) {
+            snprintf(why, sizeof why, "EXACT off torchvision: %s", r.first_bad);
+            ok = 0;
+        }
+        checked++;
+    }
+    free(x);
+    free(got);
+    free(want);
+    eng_model_free(m);
+    CHECK(ok, "%s", why);
+    CHECK(checked > 0, "no large photo in the reference set");
+}
+
 /* ------------------------------------------------------------------------ */
 /* Runner                                                                   */
 /* ------------------------------------------------------------------------ */
@@ -689,6 +762,8 @@ int main(void) {
             int i = ref_model_find(e2e[j], "F32");
             if (i >= 0) run_model_case("end_to_end", case_end_to_end, i);
         }
+        int i50 = ref_model_find("resnet50", "F32");
+        if (i50 >= 0) run_model_case("decode_modes", case_decode_modes, i50);
         /* The CLI on every depth. */
         for (int i = 0; i < nm; i++) {
             struct ref_model rm;
