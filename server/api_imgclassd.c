@@ -1,6 +1,6 @@
 /* api_imgclassd.c: imgclassd's own API: POST /classify (raw or multipart
- * JPEGs, top-k with timing), /healthz, /readyz, /metrics and the model
- * list /v1/models. Parses into the shared inference job (infer.c) and
+ * JPEGs, top-k with timing), /healthz, /readyz, /metrics, and the model
+ * details /v1/models/{m} adds to KServe's answer. Parses into the shared inference job (infer.c) and
  * renders its results. */
 #include "http_impl.h"
 
@@ -39,10 +39,11 @@ enum MHD_Result srv_metrics_get(struct srv_req *r) {
     g.draining = atomic_load(&h->draining);
     g.ready = ready && !g.draining;
     if (ready) {
-        g.queue_depth = srv_batcher_depth(h->model.batcher);
-        g.arch = h->model.info->arch;
-        g.classes = h->model.info->num_classes;
-        g.weights = h->model.info->source;
+        const struct srv_model *md = srv_model_find(h, NULL);
+        g.queue_depth = srv_batcher_depth(md->batcher);
+        g.arch = md->info->arch;
+        g.classes = md->info->num_classes;
+        g.weights = md->info->source;
         g.workers = h->cfg->workers;
         g.max_batch = h->cfg->max_batch;
         g.http_threads = h->cfg->http_threads;
@@ -76,15 +77,15 @@ static json_t *float3(const float *v) {
     return a;
 }
 
-enum MHD_Result srv_models_get(struct srv_req *r) {
-    struct srv_http *h = r->h;
-    if (!atomic_load_explicit(&h->ready, memory_order_acquire))
-        return srv_send_503_retry(r, "not_ready", 1, "the model is still loading");
-    const struct eng_model_info *in = h->model.info;
+/* Everything an operator may want to know about a served model and the
+ * server around it; GET /v1/models/{m} (api_kserve_v1.c) answers it. */
+json_t *srv_model_details(const struct srv_http *h, const struct srv_model *md) {
+    const struct eng_model_info *in = md->info;
     const struct srv_config *c = h->cfg;
     json_t *m = json_object();
-    json_object_set_new(m, "name", srv_jstr(in->arch));
+    json_object_set_new(m, "name", srv_jstr(md->name));
     json_object_set_new(m, "architecture", srv_jstr(in->arch));
+    json_object_set_new(m, "precision", srv_jstr(in->precision));
     json_object_set_new(m, "depth", json_integer(in->depth));
     json_object_set_new(m, "block", json_string(in->bottleneck ? "bottleneck" : "basic"));
     json_object_set_new(m, "parameters", json_integer(in->num_params));
@@ -133,11 +134,7 @@ enum MHD_Result srv_models_get(struct srv_req *r) {
     json_object_set_new(limits, "request_read_timeout_s", json_integer(c->request_read_timeout_s));
     json_object_set_new(limits, "conn_timeout_s", json_integer(c->conn_timeout_s));
     json_object_set_new(m, "limits", limits);
-    json_t *arr = json_array();
-    json_array_append_new(arr, m);
-    json_t *o = json_object();
-    json_object_set_new(o, "models", arr);
-    return srv_send_json(r, 200, o, NULL, NULL);
+    return m;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -161,7 +158,7 @@ int srv_parse_topk(const char *v, size_t n, int classes, int *out) {
 enum MHD_Result srv_classify_start(struct srv_req *r) {
     enum MHD_Result ret;
     if (srv_req_refuse_unready(r, &ret)) return ret;
-    r->model = &r->h->model;
+    r->model = srv_model_find(r->h, NULL);
     const struct eng_model_info *in = r->model->info;
 
     const char *v = NULL;

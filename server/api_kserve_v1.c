@@ -2,6 +2,7 @@
  * POST /v1/models/{m}:predict with {"instances": [...]} of base64 images,
  * answered as {"predictions": [...]}; GET /v1/models and /v1/models/{m}. */
 #include "api.h"
+#include "http_impl.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -113,4 +114,58 @@ enum srv_api_status srv_kserve_v1_render_model(const struct srv_api_model *m, co
         o = NULL;
     }
     return srv_api_body_json(o, 200, out);
+}
+
+/* ------------------------------------------------------------------------ */
+/* HTTP handlers (named by routes.c; errors in v2's shape, srv_v2_error)    */
+/* ------------------------------------------------------------------------ */
+
+enum MHD_Result srv_kserve_v1_models_get(struct srv_req *r) {
+    struct srv_http *h = r->h;
+    if (!atomic_load_explicit(&h->ready, memory_order_acquire))
+        return srv_send_503_retry(r, "not_ready", 1, "the models are still loading");
+    struct srv_api_model models[SRV_MAX_MODELS];
+    for (int i = 0; i < h->nmodels; i++)
+        models[i] = h->models[i].api;
+    struct srv_api_body b = {0};
+    return srv_send_rendered(r, srv_kserve_v1_render_models(models, h->nmodels, &b), &b);
+}
+
+enum MHD_Result srv_kserve_v1_model_get(struct srv_req *r) {
+    struct srv_http *h = r->h;
+    if (!atomic_load_explicit(&h->ready, memory_order_acquire))
+        return srv_send_503_retry(r, "not_ready", 1, "the models are still loading");
+    enum MHD_Result ret;
+    const struct srv_model *md = srv_req_model(r, r->param[0], NULL, &ret);
+    if (!md) return ret;
+    json_t *extra = srv_model_details(h, md);
+    struct srv_api_body b = {0};
+    enum srv_api_status st =
+        extra ? srv_kserve_v1_render_model(&md->api, extra, &b) : SRV_API_ERR_NOMEM;
+    json_decref(extra);
+    return srv_send_rendered(r, st, &b);
+}
+
+enum MHD_Result srv_kserve_v1_predict_start(struct srv_req *r) {
+    return srv_infer_start(r, r->param[0], NULL);
+}
+
+enum MHD_Result srv_kserve_v1_predict_body(struct srv_req *r) {
+    struct srv_api_request req;
+    char err[256];
+    enum srv_api_status st = srv_kserve_v1_parse_predict(r->body, r->len, srv_infer_max_images(r),
+                                                         &req, err, sizeof err);
+    if (st != SRV_API_OK) {
+        srv_api_request_free(&req);
+        return srv_send_error(r, srv_api_http_status(st), "invalid_request", "%s", err);
+    }
+    return srv_infer_submit_api(r, &req);
+}
+
+enum MHD_Result srv_kserve_v1_predict_resumed(struct srv_req *r) {
+    struct srv_api_result res[r->nimg];
+    srv_infer_results(r, res);
+    struct srv_api_body b = {0};
+    return srv_send_rendered(r, srv_kserve_v1_render_predict(&r->model->api, r->api, res, &b),
+                             &b);
 }

@@ -2,6 +2,7 @@
  * body or a multipart part "data"/"file") answered as its image
  * classifier does, GET /ping, GET /models, and its error shape. */
 #include "api.h"
+#include "http_impl.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -132,4 +133,62 @@ enum srv_api_status srv_torchserve_render_models(const struct srv_api_model *mod
         }
     }
     return srv_api_body_json(arr ? json_pack("{so}", "models", arr) : NULL, 200, out);
+}
+
+/* ------------------------------------------------------------------------ */
+/* HTTP handlers (named by routes.c)                                        */
+/* ------------------------------------------------------------------------ */
+
+enum MHD_Result srv_torchserve_error(struct srv_req *r, int status, const char *code,
+                                     const char *msg, const char *hname, const char *hval) {
+    struct srv_api_body b = {0};
+    if (srv_torchserve_render_error(status, msg, &b) != SRV_API_OK) return MHD_NO;
+    return srv_send_api_body(r, &b, hname, hval);
+}
+
+enum MHD_Result srv_torchserve_ping_get(struct srv_req *r) {
+    struct srv_http *h = r->h;
+    int healthy =
+        atomic_load_explicit(&h->ready, memory_order_acquire) && !atomic_load(&h->draining);
+    struct srv_api_body b = {0};
+    return srv_send_rendered(r, srv_torchserve_render_ping(healthy, &b), &b);
+}
+
+enum MHD_Result srv_torchserve_models_get(struct srv_req *r) {
+    struct srv_http *h = r->h;
+    int n = atomic_load_explicit(&h->ready, memory_order_acquire) ? h->nmodels : 0;
+    struct srv_api_model models[SRV_MAX_MODELS];
+    for (int i = 0; i < n; i++)
+        models[i] = h->models[i].api;
+    struct srv_api_body b = {0};
+    return srv_send_rendered(r, srv_torchserve_render_models(models, n, &b), &b);
+}
+
+enum MHD_Result srv_torchserve_predict_start(struct srv_req *r) {
+    /* TorchServe numbers versions "1.0"; ours is "1". */
+    const char *v = r->param[1][0] ? r->param[1] : NULL;
+    if (v && !strcmp(v, "1.0")) v = "1";
+    return srv_infer_start(r, r->param[0], v);
+}
+
+enum MHD_Result srv_torchserve_predict_body(struct srv_req *r) {
+    const char *ct =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    struct srv_api_request req;
+    char err[256];
+    enum srv_api_status st =
+        srv_torchserve_parse_predict(r->body, r->len, ct, &req, err, sizeof err);
+    if (st != SRV_API_OK) {
+        srv_api_request_free(&req);
+        return srv_send_error(r, srv_api_http_status(st), "invalid_request", "%s", err);
+    }
+    return srv_infer_submit_api(r, &req);
+}
+
+enum MHD_Result srv_torchserve_predict_resumed(struct srv_req *r) {
+    struct srv_api_result res[r->nimg];
+    srv_infer_results(r, res);
+    struct srv_api_body b = {0};
+    return srv_send_rendered(r, srv_torchserve_render_predict(&r->model->api, r->api, res, &b),
+                             &b);
 }

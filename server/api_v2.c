@@ -3,6 +3,7 @@
  * an infer request into the internal job, rendering its answer and the
  * server and model metadata. */
 #include "api.h"
+#include "http_impl.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -615,4 +616,96 @@ enum srv_api_status srv_v2_render_config(const struct srv_api_model *m, struct s
                   m->name, "count", m->instances, "kind", "KIND_CPU", "model_transaction_policy",
                   "decoupled", 0, "parameters", "precision", "string_value", m->precision),
         200, out);
+}
+
+/* ------------------------------------------------------------------------ */
+/* HTTP handlers (named by routes.c)                                        */
+/* ------------------------------------------------------------------------ */
+
+enum MHD_Result srv_v2_error(struct srv_req *r, int status, const char *code, const char *msg,
+                             const char *hname, const char *hval) {
+    struct srv_api_body b = {0};
+    if (srv_v2_render_error(status, msg, &b) != SRV_API_OK) return MHD_NO;
+    return srv_send_api_body(r, &b, hname, hval);
+}
+
+enum MHD_Result srv_v2_server_get(struct srv_req *r) {
+    struct srv_api_body b = {0};
+    return srv_send_rendered(r, srv_v2_render_server("imgclassd", SRV_VERSION, &b), &b);
+}
+
+enum MHD_Result srv_v2_live_get(struct srv_req *r) {
+    struct srv_api_body b = {0};
+    return srv_send_rendered(r, srv_v2_render_health("live", 1, &b), &b);
+}
+
+/* Ready while the models are loaded and the server is not draining, like
+ * /readyz: a load balancer probing either sees the same answer. */
+static int server_ready(const struct srv_http *h) {
+    return atomic_load_explicit(&h->ready, memory_order_acquire) && !atomic_load(&h->draining);
+}
+
+enum MHD_Result srv_v2_ready_get(struct srv_req *r) {
+    struct srv_api_body b = {0};
+    return srv_send_rendered(r, srv_v2_render_health("ready", server_ready(r->h), &b), &b);
+}
+
+/* The model of /v2/models/{m}[/versions/{v}]/...; NULL after answering
+ * (503 while loading, 404 unknown). */
+static const struct srv_model *url_model(struct srv_req *r, enum MHD_Result *ret) {
+    if (!atomic_load_explicit(&r->h->ready, memory_order_acquire)) {
+        *ret = srv_send_503_retry(r, "not_ready", 1, "the models are still loading");
+        return NULL;
+    }
+    return srv_req_model(r, r->param[0], r->param[1][0] ? r->param[1] : NULL, ret);
+}
+
+enum MHD_Result srv_v2_model_get(struct srv_req *r) {
+    enum MHD_Result ret;
+    const struct srv_model *md = url_model(r, &ret);
+    if (!md) return ret;
+    struct srv_api_body b = {0};
+    return srv_send_rendered(r, srv_v2_render_model(&md->api, &b), &b);
+}
+
+enum MHD_Result srv_v2_model_ready_get(struct srv_req *r) {
+    struct srv_api_body b = {0};
+    if (!server_ready(r->h))
+        return srv_send_rendered(r, srv_v2_render_health("ready", 0, &b), &b);
+    enum MHD_Result ret;
+    if (!url_model(r, &ret)) return ret;
+    return srv_send_rendered(r, srv_v2_render_health("ready", 1, &b), &b);
+}
+
+enum MHD_Result srv_v2_config_get(struct srv_req *r) {
+    enum MHD_Result ret;
+    const struct srv_model *md = url_model(r, &ret);
+    if (!md) return ret;
+    struct srv_api_body b = {0};
+    return srv_send_rendered(r, srv_v2_render_config(&md->api, &b), &b);
+}
+
+enum MHD_Result srv_v2_infer_start(struct srv_req *r) {
+    return srv_infer_start(r, r->param[0], r->param[1][0] ? r->param[1] : NULL);
+}
+
+enum MHD_Result srv_v2_infer_body(struct srv_req *r) {
+    const char *hl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                 "Inference-Header-Content-Length");
+    struct srv_api_request req;
+    char err[256];
+    enum srv_api_status st = srv_v2_parse_infer(r->body, r->len, hl, &r->model->api,
+                                                srv_infer_max_images(r), &req, err, sizeof err);
+    if (st != SRV_API_OK) {
+        srv_api_request_free(&req);
+        return srv_send_error(r, srv_api_http_status(st), "invalid_request", "%s", err);
+    }
+    return srv_infer_submit_api(r, &req);
+}
+
+enum MHD_Result srv_v2_infer_resumed(struct srv_req *r) {
+    struct srv_api_result res[r->nimg];
+    srv_infer_results(r, res);
+    struct srv_api_body b = {0};
+    return srv_send_rendered(r, srv_v2_render_infer(&r->model->api, r->api, res, &b), &b);
 }

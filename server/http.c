@@ -279,6 +279,31 @@ static enum MHD_Result send_405(struct srv_req *r, const char *allow) {
                             "method %s is not allowed on %s; allowed: %s", r->method, r->path, allow);
 }
 
+enum MHD_Result srv_send_api_body(struct srv_req *r, struct srv_api_body *b, const char *hname,
+                                  const char *hval) {
+    char hl[24];
+    snprintf(hl, sizeof hl, "%zu", b->header_len);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(b->len, b->data, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        srv_api_body_free(b);
+        return MHD_NO;
+    }
+    size_t len = b->len;
+    b->data = NULL; /* the response owns it now */
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, b->content_type);
+    if (b->binary) MHD_add_response_header(resp, "Inference-Header-Content-Length", hl);
+    srv_add_common_headers(r, resp, 1);
+    if (hname) MHD_add_response_header(resp, hname, hval);
+    return srv_queue(r, b->status, resp, len);
+}
+
+enum MHD_Result srv_send_rendered(struct srv_req *r, enum srv_api_status st,
+                                  struct srv_api_body *b) {
+    if (st != SRV_API_OK) return srv_send_503_retry(r, "out_of_memory", 1, "out of memory");
+    return srv_send_api_body(r, b, NULL, NULL);
+}
+
 enum MHD_Result srv_send_503_retry(struct srv_req *r, const char *code, int retry_s,
                                    const char *msg) {
     char ra[16];
@@ -975,16 +1000,56 @@ int srv_http_port(const struct srv_http *h) {
     return h->port;
 }
 
-void srv_http_set_ready(struct srv_http *h, const struct eng_model *m,
-                        const struct eng_labels *labels, struct srv_batcher *b,
-                        int engine_threads) {
-    h->model.model = m;
-    h->model.info = eng_model_get_info(m);
-    h->model.labels = labels;
-    h->model.batcher = b;
+int srv_http_add_model(struct srv_http *h, const char *name, const struct eng_model *m,
+                       const struct eng_labels *labels, struct srv_batcher *b, char *err,
+                       size_t errlen) {
+    if (h->nmodels >= SRV_MAX_MODELS) {
+        snprintf(err, errlen, "at most %d models", SRV_MAX_MODELS);
+        return -1;
+    }
+    for (int i = 0; i < h->nmodels; i++)
+        if (!strcmp(h->models[i].name, name)) {
+            snprintf(err, errlen, "two models are named %s", name);
+            return -1;
+        }
+    struct srv_model *md = &h->models[h->nmodels];
+    memset(md, 0, sizeof *md);
+    snprintf(md->name, sizeof md->name, "%s", name);
+    md->model = m;
+    md->info = eng_model_get_info(m);
+    md->labels = labels;
+    md->batcher = b;
+    md->in_floats = (size_t)3 * md->info->preproc.crop * md->info->preproc.crop;
+    md->api = (struct srv_api_model){
+        .name = md->name,
+        .version = "1",
+        .platform = "imgclassd",
+        .arch = md->info->arch,
+        .precision = md->info->precision,
+        .source = md->info->source,
+        .labels = labels,
+        .classes = md->info->num_classes,
+        .input_size = md->info->preproc.crop,
+        .max_batch = h->cfg->max_batch,
+        .batch_timeout_us = h->cfg->batch_timeout_us,
+        .instances = h->cfg->workers,
+        .ready = 1,
+    };
+    h->nmodels++;
+    return 0;
+}
+
+void srv_http_set_ready(struct srv_http *h, int engine_threads) {
     h->engine_threads = engine_threads;
-    h->model.in_floats = (size_t)3 * h->model.info->preproc.crop * h->model.info->preproc.crop;
     atomic_store_explicit(&h->ready, 1, memory_order_release);
+}
+
+const struct srv_model *srv_model_find(const struct srv_http *h, const char *name) {
+    if (!h->nmodels) return NULL;
+    if (!name || !name[0]) return &h->models[0];
+    for (int i = 0; i < h->nmodels; i++)
+        if (!strcmp(h->models[i].name, name)) return &h->models[i];
+    return NULL;
 }
 
 void srv_http_begin_drain(struct srv_http *h) {

@@ -5,6 +5,7 @@
 #ifndef HTTP_IMPL_H
 #define HTTP_IMPL_H
 
+#include "api.h"
 #include "server.h"
 
 #include <jansson.h>
@@ -20,15 +21,22 @@ struct conn_track; /* http.c: one per connection, for the read deadline */
 /* Models and the server                                                    */
 /* ------------------------------------------------------------------------ */
 
-/* One served model with its own batcher. Every pointer is borrowed from
- * main.c (published by srv_http_set_ready) and lives until srv_http_free. */
+/* One served model with its own batcher. The pointers are borrowed from
+ * main.c (published by srv_http_add_model) and live until srv_http_free. */
 struct srv_model {
+    char name[64]; /* the {m} of every URL and ?model= */
     const struct eng_model *model;
     const struct eng_model_info *info;
     const struct eng_labels *labels; /* may be NULL: "class_<i>" */
     struct srv_batcher *batcher;
-    size_t in_floats; /* per image: 3 * crop * crop */
+    size_t in_floats;         /* per image: 3 * crop * crop */
+    struct srv_api_model api; /* the protocols' view; strings point into the above */
 };
+
+#define SRV_MAX_MODELS 16
+
+/* The server's version, as GET /v2 reports it. */
+#define SRV_VERSION "1.0.0"
 
 struct srv_http {
     const struct srv_config *cfg;
@@ -43,7 +51,8 @@ struct srv_http {
     _Atomic int inflight; /* requests between first call and completion */
 
     /* Published by srv_http_set_ready before ready is set (release). */
-    struct srv_model model;
+    struct srv_model models[SRV_MAX_MODELS];
+    int nmodels;
     struct srv_decoder *decoder; /* decodes off the HTTP threads */
     int engine_threads;
 
@@ -63,6 +72,10 @@ struct srv_http {
     pthread_t reaper;
     int reaper_started, reaper_stop; /* guarded by conn_mu */
 };
+
+/* The model called name (NUL-terminated), or NULL; "" or NULL names the
+ * first. Only after ready (the models are published then). */
+const struct srv_model *srv_model_find(const struct srv_http *h, const char *name);
 
 /* ------------------------------------------------------------------------ */
 /* Routes (server/routes.c)                                                 */
@@ -220,6 +233,17 @@ enum MHD_Result srv_send_error_h(struct srv_req *r, int status, const char *code
 #define srv_send_error(r, status, code, ...)                                                       \
     srv_send_error_h(r, status, code, NULL, NULL, __VA_ARGS__)
 
+/* Sends a body a protocol rendered (ownership of b->data taken), with
+ * Inference-Header-Content-Length when it carries binary data and an
+ * optional extra header. */
+enum MHD_Result srv_send_api_body(struct srv_req *r, struct srv_api_body *b, const char *hname,
+                                  const char *hval);
+
+/* srv_send_api_body for a render that returned st: out of memory (the
+ * renderers' only failure) is answered 503. */
+enum MHD_Result srv_send_rendered(struct srv_req *r, enum srv_api_status st,
+                                  struct srv_api_body *b);
+
 /* 503 with Retry-After: retry_s (at least 1). */
 enum MHD_Result srv_send_503_retry(struct srv_req *r, const char *code, int retry_s,
                                    const char *msg);
@@ -283,6 +307,29 @@ enum MHD_Result srv_infer_submit(struct srv_req *r);
  * route's resumed handler. */
 void srv_infer_finish(struct srv_req *r);
 
+/* The model name (and version, when not NULL) of a protocol's URL; NULL
+ * after answering 404 into *ret. */
+const struct srv_model *srv_req_model(struct srv_req *r, const char *name, const char *version,
+                                      enum MHD_Result *ret);
+
+/* A protocol's inference POST, headers in: ready and admitted, the model
+ * (404), Content-Length (413), room in the model's queue and the body
+ * budget (503). Sets r->model. */
+enum MHD_Result srv_infer_start(struct srv_req *r, const char *name, const char *version);
+
+/* The most images one request may carry: --max-files, at most
+ * --queue-limit (a request must fit in the queue). */
+int srv_infer_max_images(const struct srv_req *r);
+
+/* Takes req (a parsed protocol request; its contents move into r, which
+ * frees them with the request) and submits its images as the job. */
+enum MHD_Result srv_infer_submit_api(struct srv_req *r, struct srv_api_request *req);
+
+/* Fills res[0..r->nimg) from the finished images (logits, or status and
+ * message) and counts the classified ones and the batch size for the
+ * access log. */
+void srv_infer_results(struct srv_req *r, struct srv_api_result *res);
+
 /* ------------------------------------------------------------------------ */
 /* The APIs' handlers, named by the routing table                           */
 /* ------------------------------------------------------------------------ */
@@ -294,7 +341,39 @@ enum MHD_Result srv_classify_resumed(struct srv_req *r);
 enum MHD_Result srv_healthz_get(struct srv_req *r);
 enum MHD_Result srv_readyz_get(struct srv_req *r);
 enum MHD_Result srv_metrics_get(struct srv_req *r);
-enum MHD_Result srv_models_get(struct srv_req *r);
+
+/* server/api_v2.c */
+enum MHD_Result srv_v2_error(struct srv_req *r, int status, const char *code, const char *msg,
+                             const char *hname, const char *hval);
+enum MHD_Result srv_v2_server_get(struct srv_req *r);
+enum MHD_Result srv_v2_live_get(struct srv_req *r);
+enum MHD_Result srv_v2_ready_get(struct srv_req *r);
+enum MHD_Result srv_v2_model_get(struct srv_req *r);
+enum MHD_Result srv_v2_model_ready_get(struct srv_req *r);
+enum MHD_Result srv_v2_config_get(struct srv_req *r);
+enum MHD_Result srv_v2_infer_start(struct srv_req *r);
+enum MHD_Result srv_v2_infer_body(struct srv_req *r);
+enum MHD_Result srv_v2_infer_resumed(struct srv_req *r);
+
+/* server/api_torchserve.c */
+enum MHD_Result srv_torchserve_error(struct srv_req *r, int status, const char *code,
+                                     const char *msg, const char *hname, const char *hval);
+enum MHD_Result srv_torchserve_ping_get(struct srv_req *r);
+enum MHD_Result srv_torchserve_models_get(struct srv_req *r);
+enum MHD_Result srv_torchserve_predict_start(struct srv_req *r);
+enum MHD_Result srv_torchserve_predict_body(struct srv_req *r);
+enum MHD_Result srv_torchserve_predict_resumed(struct srv_req *r);
+
+/* server/api_kserve_v1.c (errors in v2's shape, {"error": msg}) */
+enum MHD_Result srv_kserve_v1_models_get(struct srv_req *r);
+enum MHD_Result srv_kserve_v1_model_get(struct srv_req *r);
+enum MHD_Result srv_kserve_v1_predict_start(struct srv_req *r);
+enum MHD_Result srv_kserve_v1_predict_body(struct srv_req *r);
+enum MHD_Result srv_kserve_v1_predict_resumed(struct srv_req *r);
+
+/* The details of a model /v1/models/{m} adds to KServe's name and ready:
+ * today's /v1/models entry (new reference; NULL on OOM). api_imgclassd.c */
+json_t *srv_model_details(const struct srv_http *h, const struct srv_model *md);
 
 /* server/api_static.c */
 enum MHD_Result srv_static_get(struct srv_req *r);

@@ -296,3 +296,72 @@ void srv_infer_finish(struct srv_req *r) {
         }
     }
 }
+
+void srv_infer_results(struct srv_req *r, struct srv_api_result *res) {
+    for (int i = 0; i < r->nimg; i++) {
+        const struct srv_img *im = &r->imgs[i];
+        res[i] = (struct srv_api_result){
+            .logits = im->job.logits, .status = im->status, .message = im->status ? im->msg : NULL};
+        if (!im->status) r->images_ok++;
+        if (im->job.batch_size > r->batch_size) r->batch_size = im->job.batch_size;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* What the protocols share around the job                                  */
+/* ------------------------------------------------------------------------ */
+
+const struct srv_model *srv_req_model(struct srv_req *r, const char *name, const char *version,
+                                      enum MHD_Result *ret) {
+    const struct srv_model *md = srv_model_find(r->h, name);
+    if (!md) {
+        *ret = srv_send_error(r, 404, "unknown_model", "unknown model '%.64s'", name);
+        return NULL;
+    }
+    if (version && strcmp(version, md->api.version) != 0) {
+        *ret = srv_send_error(r, 404, "unknown_version", "model '%.64s' has no version '%.64s'",
+                              name, version);
+        return NULL;
+    }
+    return md;
+}
+
+enum MHD_Result srv_infer_start(struct srv_req *r, const char *name, const char *version) {
+    enum MHD_Result ret;
+    if (srv_req_refuse_unready(r, &ret)) return ret;
+    if (!(r->model = srv_req_model(r, name, version, &ret))) return ret;
+    if (srv_req_refuse_length(r, &ret)) return ret;
+    return srv_req_admit_body(r, 1);
+}
+
+int srv_infer_max_images(const struct srv_req *r) {
+    const struct srv_config *c = r->h->cfg;
+    return c->max_files < c->queue_limit ? c->max_files : c->queue_limit;
+}
+
+static void api_request_free(void *p) {
+    srv_api_request_free(p);
+    free(p);
+}
+
+enum MHD_Result srv_infer_submit_api(struct srv_req *r, struct srv_api_request *req) {
+    struct srv_api_request *own = malloc(sizeof *own);
+    if (!own || srv_infer_alloc(r, req->n) != 0) {
+        free(own);
+        srv_api_request_free(req);
+        return srv_send_error(r, 503, "out_of_memory", "out of memory");
+    }
+    *own = *req;
+    r->api = own;
+    r->api_free = api_request_free;
+    for (int i = 0; i < own->n; i++) {
+        const struct srv_api_image *im = &own->images[i];
+        if (im->kind == SRV_API_IMAGE_TENSOR) {
+            r->imgs[i].tensor = im->tensor;
+        } else {
+            r->imgs[i].src = im->data;
+            r->imgs[i].src_len = im->len;
+        }
+    }
+    return srv_infer_submit(r);
+}

@@ -248,7 +248,9 @@ int main(int argc, char **argv) {
     }
     int stop_now = atomic_load(&g_stop_during_start) || signals_drain();
     if (!stop_now) {
-        srv_http_set_ready(http, model, labels, batcher, cfg.engine_threads);
+        if (srv_http_add_model(http, info->arch, model, labels, batcher, err, sizeof err) != 0)
+            srv_log("error", "%s", err);
+        srv_http_set_ready(http, cfg.engine_threads);
         srv_log("info",
                 "ready in %.2f s: %s (%lld parameters, %d classes, weights %s%s, %s kernels); %d "
                 "workers, %d engine threads, max batch %d, batch timeout %d us, queue limit %d",

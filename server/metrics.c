@@ -51,6 +51,7 @@ static struct {
 
 static const char *route_names[SRV_ROUTE_COUNT] = {
     "/classify", "/healthz", "/readyz", "/metrics", "/v1/models", "static", "other",
+    "/v2", "/v2/models/{m}/infer", "torchserve", "/predictions/{m}", "/v1/models/{m}:predict",
 };
 
 const char *srv_route_name(enum srv_route r) {

@@ -144,6 +144,11 @@ enum srv_route {
     SRV_ROUTE_MODELS,
     SRV_ROUTE_STATIC,
     SRV_ROUTE_OTHER,
+    SRV_ROUTE_V2,            /* Open Inference Protocol v2: server, health, metadata */
+    SRV_ROUTE_V2_INFER,      /* POST /v2/models/{m}[/versions/{v}]/infer */
+    SRV_ROUTE_TORCHSERVE,    /* GET /ping, GET /models */
+    SRV_ROUTE_PREDICTIONS,   /* POST /predictions/{m}[/{v}] */
+    SRV_ROUTE_V1_PREDICT,    /* POST /v1/models/{m}:predict */
     SRV_ROUTE_COUNT
 };
 
@@ -363,11 +368,18 @@ int srv_http_start(const struct srv_config *cfg, struct srv_http **out, char *er
 /* The bound port (useful with --port 0) and address as text. */
 int srv_http_port(const struct srv_http *h);
 
-/* Publishes the loaded model, labels (may be NULL) and batcher and turns
- * /readyz to 200. All three are borrowed until srv_http_free.
+/* Publishes one loaded model under name (copied, at most 63 bytes; the
+ * {m} of the protocols' URLs and /classify?model=), with its labels (may be
+ * NULL) and its own batcher; all borrowed until srv_http_free. The first
+ * added is the default. Call before srv_http_set_ready, from one thread.
+ * Returns 0, or -1 with a message (a name taken, too many models). */
+int srv_http_add_model(struct srv_http *h, const char *name, const struct eng_model *m,
+                       const struct eng_labels *labels, struct srv_batcher *b, char *err,
+                       size_t errlen);
+
+/* Turns /readyz to 200: the models added are served from now on.
  * engine_threads (the compute pool's size) is reported by /v1/models. */
-void srv_http_set_ready(struct srv_http *h, const struct eng_model *m,
-                        const struct eng_labels *labels, struct srv_batcher *b, int engine_threads);
+void srv_http_set_ready(struct srv_http *h, int engine_threads);
 
 /* /readyz answers 503 "draining" from now on and every response says
  * Connection: close; requests are still served. */

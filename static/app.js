@@ -154,8 +154,18 @@
             try {
                 body = await resp.json();
             } catch (_) { /* handled below */ }
-            const m = body && Array.isArray(body.models) ? body.models[0] : null;
-            if (!resp.ok || !m) {
+            /* /v1/models lists the names (KServe v1); /v1/models/{name}
+             * carries the details. */
+            const name = body && Array.isArray(body.models) ? body.models[0] : null;
+            let m = null;
+            if (resp.ok && typeof name === 'string') {
+                try {
+                    const d = await apiFetch(`/v1/models/${encodeURIComponent(name)}`,
+                        { headers: { Accept: 'application/json' } });
+                    if (d.ok) m = await d.json();
+                } catch (_) { /* handled below */ }
+            }
+            if (!m) {
                 chip.dataset.state = 'error';
                 text.textContent = 'Model information unavailable';
                 return;

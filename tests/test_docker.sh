@@ -230,14 +230,14 @@ uid=$($ENGINE exec "$NAME" sh -c 'id -u' 2>&1)
 if [ "$uid" = 10001 ]; then pass non_root; else fail non_root "uid '$uid'"; fi
 
 # Threads sized for the container: --cpus 1 must give 1 CPU, whatever the host has.
-models=$(curl -sf "http://127.0.0.1:$PORT/v1/models")
+models=$(curl -sf "http://127.0.0.1:$PORT/v1/models/resnet50")
 threads=$(echo "$models" | $PY -c 'import json, sys
-t = json.load(sys.stdin)["models"][0]["threads"]
+t = json.load(sys.stdin)["threads"]
 print(t["cpus"], t["workers"])' 2>/dev/null)
 if [ "$threads" = "1 1" ]; then
     pass cpu_quota
 else
-    fail cpu_quota "with --cpus 1 (host: $(nproc) CPUs) /v1/models reports cpus, workers = '$threads': $(echo "$models" | head -c 300)"
+    fail cpu_quota "with --cpus 1 (host: $(nproc) CPUs) /v1/models/resnet50 reports cpus, workers = '$threads': $(echo "$models" | head -c 300)"
 fi
 
 # SIGTERM: drains (2 s), exits 0.
@@ -284,12 +284,12 @@ else
             fail bake "no 200 from /readyz: $($ENGINE logs "$BNAME" 2>&1 | tail -3 | tr '\n' ' ')"
         elif ! out=$(classify "$PORT" "$JPEG"); then
             fail bake "POST /classify failed"
-        elif ! why=$(curl -sf "http://127.0.0.1:$PORT/v1/models" | $PY -c 'import json, sys
-m = json.load(sys.stdin)["models"][0]
+        elif ! why=$(curl -sf "http://127.0.0.1:$PORT/v1/models/resnet50" | $PY -c 'import json, sys
+m = json.load(sys.stdin)
 assert m["architecture"] == "resnet50" and not m["random"], m
 assert m["preprocessing"]["resize"] == 232, m["preprocessing"]
 print(m["weights"])' 2>&1); then
-            fail bake "/v1/models does not show the baked resnet50 with its sidecar resize 232: $(echo "$why" | tail -1)"
+            fail bake "/v1/models/resnet50 does not show the baked resnet50 with its sidecar resize 232: $(echo "$why" | tail -1)"
         else
             pass bake
             info "baked resnet50 (fetched in the build, verified, sidecar resize 232) served by default: $out"

@@ -26,6 +26,12 @@
 #define LLVMFuzzerTestOneInput fuzz_http_one
 #include "fuzz/fuzz_http.c"
 #undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_v2_one
+#include "fuzz/fuzz_v2.c"
+#undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_kserve_v1_one
+#include "fuzz/fuzz_kserve_v1.c"
+#undef LLVMFuzzerTestOneInput
 
 static char g_root[PATH_MAX];
 
@@ -126,6 +132,12 @@ static void test_safetensors(void) {
 static void test_http(void) {
     replay("http", fuzz_http_one);
 }
+static void test_v2(void) {
+    replay("v2", fuzz_v2_one);
+}
+static void test_kserve_v1(void) {
+    replay("kserve_v1", fuzz_kserve_v1_one);
+}
 
 int main(void) {
     t_suite = "fuzz_regressions";
@@ -137,6 +149,8 @@ int main(void) {
     RUN(test_multipart);
     RUN(test_safetensors);
     RUN(test_http);
+    RUN(test_v2);
+    RUN(test_kserve_v1);
     eng_shutdown();
     return t_done();
 }

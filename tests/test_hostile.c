@@ -1178,7 +1178,7 @@ static void test_ambiguous_framing(void) {
  * (it used to block an HTTP thread in open()); a form with one file and 30
  * text fields is classified (text fields are ignored); a GET with a body
  * over 64 KiB gets 413 (it was dropped with no answer); the text access
- * log percent-encodes spaces so a path cannot forge fields; /v1/models
+ * log percent-encodes spaces so a path cannot forge fields; /v1/models/{m}
  * prints the configured mean and std, not float noise; static files carry
  * ETag and Last-Modified and revalidate with 304. */
 static void test_smaller_holes(void) {
@@ -1245,7 +1245,7 @@ static void test_smaller_holes(void) {
     free(log);
     CHECK(escaped, "the access log does not escape spaces: %s", log_tail(&g_srv));
 
-    get(&r, &g_srv, "/v1/models");
+    get(&r, &g_srv, "/v1/models/resnet18");
     int clean = r.body && strstr(r.body, "[0.485,0.456,0.406]") && strstr(r.body, "[0.229,0.224,0.225]");
     const char *mean = r.body ? strstr(r.body, "\"mean\"") : NULL;
     snprintf(why, sizeof why, "%.200s", mean ? mean : "");

@@ -488,7 +488,7 @@ static void test_not_found_and_methods(void) {
     } cases[] = {
         {"POST", "/healthz", "GET, HEAD"},   {"DELETE", "/metrics", "GET, HEAD"},
         {"PUT", "/classify", "POST"},        {"BREW", "/classify", "POST"},
-        {"POST", "/v1/models", "GET, HEAD"}, {"POST", "/readyz", "GET, HEAD"},
+        {"POST", "/readyz", "GET, HEAD"}, /* /v1/models is KServe's: test_protocols */
         {"PATCH", "/", "GET, HEAD"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -729,11 +729,23 @@ static void test_static_files(void) {
 static void test_models_endpoint(void) {
     NEED_SERVER();
     struct resp r;
+    /* KServe v1: the names; /v1/models/{m}: the details (issue 12). */
     get(&r, &g_srv, "/v1/models");
     CHECK(r.status == 200, "%ld", r.status);
     json_t *j = resp_json(&r);
-    json_t *m = json_array_get(json_object_get(j, "models"), 0);
+    CHECK(!strcmp(json_string_value(json_array_get(json_object_get(j, "models"), 0)) ?: "",
+                  "resnet18"),
+          "%.200s", r.body);
+    json_decref(j);
+    resp_free(&r);
+    get(&r, &g_srv, "/v1/models/resnet18");
+    CHECK(r.status == 200, "%ld", r.status);
+    j = resp_json(&r);
+    json_t *m = j;
     CHECK(m, "%.200s", r.body);
+    CHECK(json_is_true(json_object_get(m, "ready")));
+    CHECK(!strcmp(json_string_value(json_object_get(m, "name")) ?: "", "resnet18"));
+    CHECK(!strcmp(json_string_value(json_object_get(m, "precision")) ?: "", "fp32"));
     CHECK(!strcmp(json_string_value(json_object_get(m, "architecture")) ?: "", "resnet18"));
     CHECK(json_integer_value(json_object_get(m, "parameters")) > 11000000);
     CHECK(json_integer_value(json_object_get(m, "classes")) == g_classes);
@@ -1501,9 +1513,9 @@ static void test_env_config(void) {
     const char *envs[] = {"IMGCLASSD_MAX_BATCH=3", "IMGCLASSD_QUEUE_LIMIT=77", NULL};
     CHECK(server_spawn(&s, NULL, envs, 1, why, sizeof why) == 0, "%s", why);
     struct resp r;
-    get(&r, &s, "/v1/models");
+    get(&r, &s, "/v1/models/resnet18");
     json_t *j = resp_json(&r);
-    json_t *b = json_object_get(json_array_get(json_object_get(j, "models"), 0), "batching");
+    json_t *b = json_object_get(j, "batching");
     long long mb = json_integer_value(json_object_get(b, "max_batch"));
     long long ql = json_integer_value(json_object_get(b, "queue_limit"));
     json_decref(j);
