@@ -317,3 +317,27 @@ float eng_max_f32(const float *x, size_t count) {
     for (; i < count; i++) r = x[i] > r ? x[i] : r;
     return r;
 }
+
+void eng_maxpool3x3s2_u8(uint8_t *out, const uint8_t *in, int n, int h, int w, int c) {
+    if (c % 64) {
+        eng_maxpool3x3s2_u8_ref(out, in, n, h, w, c);
+        return;
+    }
+    const int ho = eng_out_dim(h, 3, 2, 1), wo = eng_out_dim(w, 3, 2, 1);
+    for (int img = 0; img < n; img++)
+        for (int oy = 0; oy < ho; oy++) {
+            const int y0 = oy * 2 - 1 < 0 ? 0 : oy * 2 - 1, y1 = oy * 2 + 1 < h ? oy * 2 + 1 : h - 1;
+            for (int ox = 0; ox < wo; ox++) {
+                const int x0 = ox * 2 - 1 < 0 ? 0 : ox * 2 - 1, x1 = ox * 2 + 1 < w ? ox * 2 + 1 : w - 1;
+                uint8_t *o = out + (((size_t)img * ho + oy) * wo + ox) * c;
+                for (int j = 0; j < c; j += 64) {
+                    __m512i v = _mm512_setzero_si512();
+                    for (int iy = y0; iy <= y1; iy++)
+                        for (int ix = x0; ix <= x1; ix++)
+                            v = _mm512_max_epu8(
+                                v, _mm512_loadu_si512(in + (((size_t)img * h + iy) * w + ix) * c + j));
+                    _mm512_storeu_si512(o + j, v);
+                }
+            }
+        }
+}
