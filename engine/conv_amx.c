@@ -75,8 +75,9 @@ void eng_conv_amx(float *out, const uint8_t *in, const struct eng_conv *cv, int 
         if (e->tmax) memset(rowmax, 0, sizeof(float) * 16 * (size_t)rows);
         /* rows outer, panels inner: a row group's activations stay in L1
          * while the weights stream from L2, and the shortcut and output
-         * rows are walked along, each panel's lines fetched one panel ahead
-         * (they are cold: written a block or more ago) */
+         * rows are walked along, each panel's shortcut lines fetched one
+         * panel ahead (they are cold: written a block or more ago; fetching
+         * the output lines too measured no better) */
         for (int r0 = 0; r0 < rows; r0 += 32) {
             const bool inplace = r0 < whole;
             const uint8_t *a = inplace ? in + (size_t)(mb + r0) * kdim4 : abuf + (size_t)r0 * kdim4;
@@ -85,13 +86,9 @@ void eng_conv_amx(float *out, const uint8_t *in, const struct eng_conv *cv, int 
                 const int8_t *b = cv->wq + (size_t)p * kdim4 * NR; /* [kdim4 / 4][NR][4] */
                 if (p + 1 < p1) {
                     const size_t next = (size_t)(mb + r0) * cout + (size_t)(p + 1) * NR;
-                    for (int r = 0; r < mr; r++) {
-                        if (e->res) {
-                            _mm_prefetch((const char *)(e->res + next + r * cout), _MM_HINT_T0);
-                            _mm_prefetch((const char *)(e->res + next + r * cout + 16), _MM_HINT_T0);
-                        }
-                        _mm_prefetch((const char *)(out + next + r * cout), _MM_HINT_T0);
-                        _mm_prefetch((const char *)(out + next + r * cout + 16), _MM_HINT_T0);
+                    for (int r = 0; r < mr && e->res; r++) {
+                        _mm_prefetch((const char *)(e->res + next + r * cout), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(e->res + next + r * cout + 16), _MM_HINT_T0);
                     }
                 }
                 _tile_zero(0);

@@ -207,7 +207,24 @@ void eng_conv_int8(float *out, const uint8_t *in, const struct eng_conv *cv, int
 
 void eng_i8_gather(uint8_t *dst, const struct eng_rowsrc *r, const struct eng_conv *cv, int h,
                    int w, int k0, int k1) {
-    gather_row(dst, r, cv, h, w, k0, k1);
+    const int k = cv->k, cin = cv->cin;
+    if (k0 != 0 || k1 != k * k * cin || cin % 64) {
+        gather_row(dst, r, cv, h, w, k0, k1);
+        return;
+    }
+    /* a whole row of whole pixels (the AMX kernel's 3x3 convs): tap by tap
+     * in zmm moves, instead of a memcpy call per kernel row */
+    const __m512i zero = _mm512_setzero_si512();
+    for (int ky = 0; ky < k; ky++) {
+        const int iy = r->iy0 + ky;
+        for (int kx = 0; kx < k; kx++, dst += cin) {
+            const int ix = r->ix0 + kx;
+            const bool inside = iy >= 0 && iy < h && ix >= 0 && ix < w;
+            const uint8_t *src = inside ? r->img + ((size_t)iy * w + ix) * cin : NULL;
+            for (int c = 0; c < cin; c += 64)
+                _mm512_storeu_si512(dst + c, inside ? _mm512_loadu_si512(src + c) : zero);
+        }
+    }
 }
 
 void eng_i8_epilogue(float *out, size_t ldc, const int32_t *sums, int mr, const float *bias,
