@@ -39,11 +39,17 @@ enum MHD_Result srv_metrics_get(struct srv_req *r) {
     g.draining = atomic_load(&h->draining);
     g.ready = ready && !g.draining;
     if (ready) {
-        const struct srv_model *md = srv_model_find(h, NULL);
-        g.queue_depth = srv_batcher_depth(md->batcher);
-        g.arch = md->info->arch;
-        g.classes = md->info->num_classes;
-        g.weights = md->info->source;
+        for (int i = 0; i < h->nmodels && i < (int)(sizeof g.models / sizeof g.models[0]); i++) {
+            const struct srv_model *md = &h->models[i];
+            int k = g.nmodels++;
+            g.models[k].name = md->name;
+            g.models[k].arch = md->info->arch;
+            g.models[k].precision = md->info->precision;
+            g.models[k].weights = md->info->source;
+            g.models[k].classes = md->info->num_classes;
+            g.models[k].queue_depth = srv_batcher_depth(md->batcher);
+            g.queue_depth += g.models[k].queue_depth;
+        }
         g.workers = h->cfg->workers;
         g.max_batch = h->cfg->max_batch;
         g.http_threads = h->cfg->http_threads;
@@ -90,7 +96,9 @@ json_t *srv_model_details(const struct srv_http *h, const struct srv_model *md) 
     json_object_set_new(m, "block", json_string(in->bottleneck ? "bottleneck" : "basic"));
     json_object_set_new(m, "parameters", json_integer(in->num_params));
     json_object_set_new(m, "classes", json_integer(in->num_classes));
-    json_object_set_new(m, "labels", srv_jstr(c->labels[0] ? "file" : "builtin-imagenet-1k"));
+    json_object_set_new(m, "labels", srv_jstr(!md->labels ? "class_N"
+                                              : c->labels[0] ? "file"
+                                                             : "builtin-imagenet-1k"));
     json_t *size = json_array();
     json_array_append_new(size, json_integer(3));
     json_array_append_new(size, json_integer(in->preproc.crop));
@@ -158,7 +166,18 @@ int srv_parse_topk(const char *v, size_t n, int classes, int *out) {
 enum MHD_Result srv_classify_start(struct srv_req *r) {
     enum MHD_Result ret;
     if (srv_req_refuse_unready(r, &ret)) return ret;
-    r->model = srv_model_find(r->h, NULL);
+    /* ?model=NAME picks a model; the first is the default. */
+    char name[64] = "";
+    const char *mv = NULL;
+    size_t mlen = 0;
+    if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, "model", 5, &mv, &mlen) ==
+            MHD_YES &&
+        mv)
+        srv_utf8_sanitize(name, sizeof name, mv, mlen);
+    r->model = srv_model_find(r->h, name);
+    if (!r->model)
+        return srv_send_error(r, 404, "unknown_model", "no model named '%s' (see /v1/models)",
+                              name);
     const struct eng_model_info *in = r->model->info;
 
     const char *v = NULL;
@@ -306,7 +325,7 @@ enum MHD_Result srv_classify_resumed(struct srv_req *r) {
              queue_max * 1e3, infer_max * 1e3, (srv_now_ns() - r->t0) * 1e-6);
 
     json_t *o = json_object();
-    json_object_set_new(o, "model", srv_jstr(r->model->info->arch));
+    json_object_set_new(o, "model", srv_jstr(r->model->name));
     if (!r->multi) {
         int status;
         json_t *res = img_result(r, &r->imgs[0], &status);

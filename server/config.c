@@ -27,6 +27,8 @@ enum opt_type {
     OPT_LOGFMT, /* enum srv_log_format: text|json */
     OPT_SWITCH, /* int field set to 1 by the bare flag; no variable */
     OPT_KERNEL, /* enum eng_kernel: auto|avx512|openblas */
+    OPT_MODEL,  /* appends to models[] (repeatable); the first is also model */
+    OPT_PRECISION, /* enum eng_precision: fp32|int8 */
 };
 
 struct opt {
@@ -47,8 +49,11 @@ const char *srv_kernel_name(enum eng_kernel k) {
 static const struct opt opts[] = {
     {"port", OPT_INT, F(port), 0, 65535, "N", "TCP port; 0 picks a free one (printed on stdout)"},
     {"bind", OPT_ADDR, F(bind), 0, 0, "ADDR", "address to listen on (IPv4 or IPv6 literal)"},
-    {"model", OPT_STR, F(model), 0, 0, "SPEC",
-     "safetensors weights file, or random:resnetD[:SEED] (D = 18, 34, 50, 101, 152)"},
+    {"model", OPT_MODEL, F(model), 0, 0, "[NAME=]SPEC[@PRECISION]",
+     "safetensors weights file, or random:resnetD[:SEED] (D = 18, 34, 50, 101, 152); "
+     "repeat to serve several models (the first is the default)"},
+    {"precision", OPT_PRECISION, F(precision), 0, 0, "fp32|int8",
+     "arithmetic of every model without its own @PRECISION"},
     {"labels", OPT_STR, F(labels), 0, 0, "FILE",
      "class names, one per line (default: built-in ImageNet-1k)"},
     {"http-threads", OPT_INT, F(http_threads), 0, 1024, "N",
@@ -234,6 +239,26 @@ static int set_opt(struct srv_config *c, const struct opt *o, const char *val, c
     case OPT_SWITCH:
         *(int *)field = 1;
         return 0;
+    case OPT_MODEL:
+        if (c->nmodels >= SRV_MAX_MODEL_FLAGS) {
+            snprintf(err, errlen, "%s: at most %d models", where, SRV_MAX_MODEL_FLAGS);
+            return -1;
+        }
+        if (strlen(val) >= sizeof c->models[0]) {
+            snprintf(err, errlen, "%s: value longer than %zu bytes", where,
+                     sizeof c->models[0] - 1);
+            return -1;
+        }
+        snprintf(c->models[c->nmodels++], sizeof c->models[0], "%s", val);
+        return 0;
+    case OPT_PRECISION: {
+        char perr[128];
+        if (eng_precision_parse(val, (enum eng_precision *)field, perr, sizeof perr) != ENG_OK) {
+            snprintf(err, errlen, "%s: expected fp32 or int8, got '%.64s'", where, val);
+            return -1;
+        }
+        return 0;
+    }
     case OPT_KERNEL:
         for (int k = 0; k < 3; k++)
             if (!strcmp(val, srv_kernel_name(k))) {
@@ -258,6 +283,7 @@ int srv_config_parse(struct srv_config *c, int argc, char **argv, char *err, siz
         err = ebuf;
         errlen = sizeof ebuf;
     }
+    int model_flags = 0;
     /* Environment first, so that flags override it. */
     for (int i = 0; i < NOPTS; i++) {
         const struct opt *o = &opts[i];
@@ -286,6 +312,8 @@ int srv_config_parse(struct srv_config *c, int argc, char **argv, char *err, siz
         }
         char where[80];
         snprintf(where, sizeof where, "--%s", o->name);
+        /* The first --model flag replaces IMGCLASSD_MODEL; later ones add. */
+        if (o->type == OPT_MODEL && !model_flags++) c->nmodels = 0;
         const char *val;
         if (o->type == OPT_SWITCH) {
             if (eq) {
@@ -302,6 +330,16 @@ int srv_config_parse(struct srv_config *c, int argc, char **argv, char *err, siz
             return -1;
         }
         if (set_opt(c, o, val, where, err, errlen) != 0) return -1;
+    }
+    if (c->nmodels == 0) snprintf(c->models[c->nmodels++], sizeof c->models[0], "%s", c->model);
+    snprintf(c->model, sizeof c->model, "%s", c->models[0]);
+    for (int i = 0; i < c->nmodels && !c->help && !c->healthcheck; i++) {
+        struct srv_model_spec ms;
+        char merr[256];
+        if (srv_model_spec_parse(c->models[i], c->precision, &ms, merr, sizeof merr) != 0) {
+            snprintf(err, errlen, "--model %.200s: %s", c->models[i], merr);
+            return -1;
+        }
     }
     if (!c->model[0] && !c->help && !c->healthcheck) {
         snprintf(err, errlen, "--model: must not be empty");
@@ -349,7 +387,11 @@ void srv_config_usage(FILE *f) {
             break;
         case OPT_STR:
         case OPT_ADDR:
+        case OPT_MODEL:
             snprintf(def, sizeof def, "\"%s\"", field);
+            break;
+        case OPT_PRECISION:
+            snprintf(def, sizeof def, "%s", eng_precision_name(d.precision));
             break;
         case OPT_ONOFF:
             snprintf(def, sizeof def, "%s", *(const int *)field ? "on" : "off");
@@ -370,4 +412,37 @@ void srv_config_usage(FILE *f) {
         }
     }
     fprintf(f, "\nThis machine: %d CPUs available to the process.\n", srv_cpu_count());
+}
+
+int srv_model_spec_parse(const char *arg, enum eng_precision def, struct srv_model_spec *out,
+                         char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    out->precision = def;
+    /* NAME= only when what precedes the first '=' is a name: a path or a
+     * random: spec never starts with one followed by '='. */
+    const char *eq = strchr(arg, '=');
+    size_t nlen = eq ? (size_t)(eq - arg) : 0;
+    if (eq && nlen > 0 && strspn(arg, SRV_MODEL_NAME_CHARS) == nlen) {
+        if (nlen >= sizeof out->name) {
+            snprintf(err, errlen, "the name is longer than %zu characters", sizeof out->name - 1);
+            return -1;
+        }
+        memcpy(out->name, arg, nlen);
+        arg = eq + 1;
+    }
+    const char *at = strrchr(arg, '@');
+    size_t slen = at ? (size_t)(at - arg) : strlen(arg);
+    if (at) {
+        char perr[128];
+        if (eng_precision_parse(at + 1, &out->precision, perr, sizeof perr) != ENG_OK) {
+            snprintf(err, errlen, "unknown precision '@%.32s' (fp32 or int8)", at + 1);
+            return -1;
+        }
+    }
+    if (slen == 0 || slen >= sizeof out->spec) {
+        snprintf(err, errlen, slen ? "the weights spec is too long" : "no weights spec");
+        return -1;
+    }
+    memcpy(out->spec, arg, slen);
+    return 0;
 }

@@ -144,6 +144,87 @@ static int healthcheck(const struct srv_config *cfg) {
     return 0;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Models                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* One --model as served: the weights, their labels and the model's own
+ * batcher (queue, batching, workers); every model's workers share the
+ * engine's one compute pool. */
+struct served {
+    char name[64];
+    struct eng_model *model;
+    struct eng_labels *labels; /* NULL: class_N */
+    struct srv_batcher *batcher;
+};
+
+static void models_free(struct served *m, int n) {
+    for (int i = 0; i < n; i++) {
+        srv_batcher_free(m[i].batcher);
+        eng_labels_free(m[i].labels);
+        eng_model_free(m[i].model);
+    }
+}
+
+/* Loads every --model in order, each in its precision, with labels and a
+ * warmed-up batcher; *n counts those loaded (free them with models_free
+ * also on failure). Returns 0, or -1 after logging why. */
+static int load_models(const struct srv_config *cfg, struct served *out, int *n) {
+    char err[1024];
+    for (int i = 0; i < cfg->nmodels; i++) {
+        struct srv_model_spec ms;
+        if (srv_model_spec_parse(cfg->models[i], cfg->precision, &ms, err, sizeof err) != 0) {
+            srv_log("error", "--model %s: %s", cfg->models[i], err);
+            return -1;
+        }
+        /* A CPU without the int8 kernels stops here with the engine's own
+         * reason, before any weights are read. */
+        if (eng_precision_supported(ms.precision, err, sizeof err) != ENG_OK) {
+            srv_log("error", "--model %s: %s", cfg->models[i], err);
+            return -1;
+        }
+        struct served *m = &out[*n];
+        memset(m, 0, sizeof *m);
+        if (eng_model_load_ex(ms.spec, ms.precision, &m->model, err, sizeof err) != ENG_OK) {
+            srv_log("error", "cannot load the model: %s", err);
+            if (!strncmp(ms.spec, "models/", 7))
+                srv_log("error", "put ResNet weights (safetensors) there, or try the service with "
+                                 "random weights: --model random:resnet50");
+            return -1;
+        }
+        (*n)++;
+        const struct eng_model_info *info = eng_model_get_info(m->model);
+        snprintf(m->name, sizeof m->name, "%s", ms.name[0] ? ms.name : info->arch);
+        for (int j = 0; j < *n - 1; j++)
+            if (!strcmp(out[j].name, m->name)) {
+                srv_log("error", "two models are named %s; name them: --model NAME=SPEC",
+                        m->name);
+                return -1;
+            }
+        if (cfg->labels[0] || info->num_classes == 1000) {
+            if (eng_labels_load(cfg->labels[0] ? cfg->labels : NULL, info->num_classes,
+                                &m->labels, err, sizeof err) != ENG_OK) {
+                srv_log("error", "--labels: %s", err);
+                return -1;
+            }
+        } else {
+            srv_log("warn", "model %s has %d classes and no --labels; labels will be class_N",
+                    m->name, info->num_classes);
+        }
+        struct srv_batcher_opts bo = {
+            .workers = cfg->workers,
+            .max_batch = cfg->max_batch,
+            .batch_timeout_us = cfg->batch_timeout_us,
+            .queue_limit = cfg->queue_limit,
+        };
+        if (srv_batcher_new(m->model, &bo, &m->batcher, err, sizeof err) != ENG_OK) {
+            srv_log("error", "cannot start the workers of model %s: %s", m->name, err);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (signals_install() != 0) {
         fprintf(stderr, "imgclassd: cannot install signal handlers: %s\n", strerror(errno));
@@ -191,9 +272,8 @@ int main(int argc, char **argv) {
     pthread_t watcher;
     int watching = pthread_create(&watcher, NULL, startup_signals_main, NULL) == 0;
     int64_t t0 = srv_now_ns();
-    struct eng_model *model = NULL;
-    struct eng_labels *labels = NULL;
-    struct srv_batcher *batcher = NULL;
+    struct served models[SRV_MAX_MODEL_FLAGS];
+    int nmodels = 0;
     /* The compute pool must exist before any context is made. */
     cfg.engine_threads = eng_set_threads(cfg.engine_threads);
     if (eng_set_kernel(cfg.kernel) != ENG_OK) {
@@ -203,39 +283,8 @@ int main(int argc, char **argv) {
         eng_shutdown();
         return 1;
     }
-    if (eng_model_load(cfg.model, &model, err, sizeof err) != ENG_OK) {
-        srv_log("error", "cannot load the model: %s", err);
-        if (!strncmp(cfg.model, "models/", 7))
-            srv_log("error", "put ResNet weights (safetensors) there, or try the service with "
-                             "random weights: --model random:resnet50");
-        srv_http_free(http);
-        eng_shutdown();
-        return 1;
-    }
-    const struct eng_model_info *info = eng_model_get_info(model);
-    if (cfg.labels[0] || info->num_classes == 1000) {
-        if (eng_labels_load(cfg.labels[0] ? cfg.labels : NULL, info->num_classes, &labels, err,
-                            sizeof err) != ENG_OK) {
-            srv_log("error", "--labels: %s", err);
-            eng_model_free(model);
-            srv_http_free(http);
-            eng_shutdown();
-            return 1;
-        }
-    } else {
-        srv_log("warn", "the model has %d classes and no --labels; labels will be class_N",
-                info->num_classes);
-    }
-    struct srv_batcher_opts bo = {
-        .workers = cfg.workers,
-        .max_batch = cfg.max_batch,
-        .batch_timeout_us = cfg.batch_timeout_us,
-        .queue_limit = cfg.queue_limit,
-    };
-    if (srv_batcher_new(model, &bo, &batcher, err, sizeof err) != ENG_OK) {
-        srv_log("error", "cannot start the workers: %s", err);
-        eng_labels_free(labels);
-        eng_model_free(model);
+    if (load_models(&cfg, models, &nmodels) != 0) {
+        models_free(models, nmodels);
         srv_http_free(http);
         eng_shutdown();
         return 1;
@@ -248,16 +297,23 @@ int main(int argc, char **argv) {
     }
     int stop_now = atomic_load(&g_stop_during_start) || signals_drain();
     if (!stop_now) {
-        if (srv_http_add_model(http, info->arch, model, labels, batcher, err, sizeof err) != 0)
-            srv_log("error", "%s", err);
+        for (int i = 0; i < nmodels; i++) {
+            const struct eng_model_info *info = eng_model_get_info(models[i].model);
+            /* Names were checked for clashes in load_models. */
+            srv_http_add_model(http, models[i].name, models[i].model, models[i].labels,
+                               models[i].batcher, err, sizeof err);
+            srv_log("info",
+                    "model %s: %s %s (%lld parameters, %d classes, weights %s%s, %s kernels)",
+                    models[i].name, info->arch, info->precision, (long long)info->num_params,
+                    info->num_classes, info->source, info->random ? ", random" : "",
+                    info->kernel);
+        }
         srv_http_set_ready(http, cfg.engine_threads);
         srv_log("info",
-                "ready in %.2f s: %s (%lld parameters, %d classes, weights %s%s, %s kernels); %d "
-                "workers, %d engine threads, max batch %d, batch timeout %d us, queue limit %d",
-                (srv_now_ns() - t0) * 1e-9, info->arch, (long long)info->num_params,
-                info->num_classes, info->source, info->random ? ", random" : "", info->kernel,
-                cfg.workers, cfg.engine_threads, cfg.max_batch, cfg.batch_timeout_us,
-                cfg.queue_limit);
+                "ready in %.2f s: %d model%s; %d workers each, %d engine threads, max batch %d, "
+                "batch timeout %d us, queue limit %d",
+                (srv_now_ns() - t0) * 1e-9, nmodels, nmodels == 1 ? "" : "s", cfg.workers,
+                cfg.engine_threads, cfg.max_batch, cfg.batch_timeout_us, cfg.queue_limit);
     }
 
     /* Run until SIGTERM or SIGINT. */
@@ -303,13 +359,12 @@ int main(int argc, char **argv) {
      * order matters: libmicrohttpd aborts the process if the daemon stops
      * while a connection is still suspended, and srv_batcher_stop returns
      * only after every queued job has resumed its connection. */
-    srv_batcher_stop(batcher);
+    for (int i = 0; i < nmodels; i++)
+        srv_batcher_stop(models[i].batcher);
     srv_http_wait_idle(http, 2000, false);
     signals_drain(); /* logs any later signal; none of them is fatal */
     srv_http_free(http);
-    srv_batcher_free(batcher);
-    eng_labels_free(labels);
-    eng_model_free(model);
+    models_free(models, nmodels);
     eng_shutdown();
     srv_log("info", "stopped");
     return 0;

@@ -340,13 +340,29 @@ char *srv_metrics_render(const struct srv_metrics_gauges *g, size_t *len) {
               g->inflight_requests);
     out_gauge(&o, "imgclassd_ready", "1 when /readyz answers 200.", g->ready);
     out_gauge(&o, "imgclassd_draining", "1 after SIGTERM, while draining.", g->draining);
-    if (g->arch) {
-        outf(&o, "# HELP imgclassd_model_info The loaded model.\n"
-                 "# TYPE imgclassd_model_info gauge\nimgclassd_model_info{arch=\"");
-        out_label(&o, g->arch);
-        outf(&o, "\",classes=\"%d\",weights=\"", g->classes);
-        out_label(&o, g->weights);
-        outf(&o, "\"} 1\n");
+    if (g->nmodels > 0) {
+        /* One series per served model; arch, classes and weights keep
+         * their place first, so queries written for one model still match. */
+        outf(&o, "# HELP imgclassd_model_info The loaded models.\n"
+                 "# TYPE imgclassd_model_info gauge\n");
+        for (int i = 0; i < g->nmodels; i++) {
+            outf(&o, "imgclassd_model_info{arch=\"");
+            out_label(&o, g->models[i].arch);
+            outf(&o, "\",classes=\"%d\",weights=\"", g->models[i].classes);
+            out_label(&o, g->models[i].weights);
+            outf(&o, "\",model=\"");
+            out_label(&o, g->models[i].name);
+            outf(&o, "\",precision=\"");
+            out_label(&o, g->models[i].precision);
+            outf(&o, "\"} 1\n");
+        }
+        outf(&o, "# HELP imgclassd_model_queue_depth Images waiting for one model's workers.\n"
+                 "# TYPE imgclassd_model_queue_depth gauge\n");
+        for (int i = 0; i < g->nmodels; i++) {
+            outf(&o, "imgclassd_model_queue_depth{model=\"");
+            out_label(&o, g->models[i].name);
+            outf(&o, "\"} %d\n", g->models[i].queue_depth);
+        }
         out_gauge(&o, "imgclassd_workers", "Inference worker threads.", g->workers);
         out_gauge(&o, "imgclassd_max_batch", "Largest batch per forward pass.", g->max_batch);
         out_gauge(&o, "imgclassd_http_threads", "HTTP threads (read bodies, write answers).",

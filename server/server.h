@@ -32,6 +32,8 @@ enum srv_log_format {
     SRV_LOG_JSON = 1,
 };
 
+#define SRV_MAX_MODEL_FLAGS 8 /* --model flags (srv_config.models) */
+
 /* Every setting of the server. Each field is a flag `--name` and an
  * environment variable IMGCLASSD_<NAME>; the table in config.c is the one
  * place that lists them (names, defaults, ranges, help). Strings are
@@ -39,7 +41,10 @@ enum srv_log_format {
 struct srv_config {
     char bind[64];                  /* --bind: IPv4 or IPv6 literal to listen on */
     int port;                       /* --port: 0 picks a free port */
-    char model[1024];               /* --model: safetensors path or random:resnetD[:SEED] */
+    char model[1024];               /* --model: the first model's [NAME=]SPEC[@PRECISION] */
+    char models[SRV_MAX_MODEL_FLAGS][1024]; /* every --model, in order (srv_model_spec_parse) */
+    int nmodels;                    /* >= 1 after srv_config_parse */
+    enum eng_precision precision;   /* --precision: models without @PRECISION */
     char labels[1024];              /* --labels: "" = built-in ImageNet-1k names */
     int http_threads;               /* --http-threads: MHD thread pool (decode parallelism) */
     int workers;                    /* --workers: inference threads, one eng_ctx each */
@@ -73,6 +78,24 @@ struct srv_config {
     int healthcheck;                /* --healthcheck: probe /healthz and exit */
     int help;                       /* --help */
 };
+
+/* Characters of a model name (the {m} of the protocols' URLs). */
+#define SRV_MODEL_NAME_CHARS                                                                       \
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
+
+/* One --model value: "[NAME=]SPEC[@PRECISION]", e.g. "r50q=models/r50.safetensors@int8".
+ * name is "" when not given (the server names the model after its
+ * architecture); precision is def without "@fp32" or "@int8". */
+struct srv_model_spec {
+    char name[64];
+    char spec[1024];
+    enum eng_precision precision;
+};
+
+/* Splits arg into out; returns 0, or -1 with a message (empty spec, bad
+ * precision, name too long). Pure function. */
+int srv_model_spec_parse(const char *arg, enum eng_precision def, struct srv_model_spec *out,
+                         char *err, size_t errlen);
 
 /* Fills the defaults. Sizes that follow the CPU count (http_threads,
  * decode_threads, workers, engine_threads) are left 0 here and resolved by srv_config_parse. */
@@ -179,9 +202,11 @@ struct srv_metrics_gauges {
     int64_t inflight_body_bytes; /* reserved for bodies being received */
     int ready;                   /* 1 when /readyz answers 200 */
     int draining;
-    const char *arch; /* NULL before the model is loaded */
-    int classes;
-    const char *weights;
+    int nmodels; /* 0 before the models are loaded */
+    struct {
+        const char *name, *arch, *precision, *weights; /* borrowed for the call */
+        int classes, queue_depth;
+    } models[16];
     int workers, max_batch;
     int http_threads, engine_threads, cpus; /* the thread sizing, as /v1/models shows it */
 };

@@ -16,6 +16,7 @@
 
     const model = {
         ready: null,      /* Promise resolved once /v1/models answered (or gave up) */
+        names: [],        /* every served model (/v1/models); a picker when more than one */
         input: 224,       /* model input side in pixels */
         name: '',
         random: false,
@@ -156,23 +157,45 @@
             } catch (_) { /* handled below */ }
             /* /v1/models lists the names (KServe v1); /v1/models/{name}
              * carries the details. */
-            const name = body && Array.isArray(body.models) ? body.models[0] : null;
-            let m = null;
-            if (resp.ok && typeof name === 'string') {
-                try {
-                    const d = await apiFetch(`/v1/models/${encodeURIComponent(name)}`,
-                        { headers: { Accept: 'application/json' } });
-                    if (d.ok) m = await d.json();
-                } catch (_) { /* handled below */ }
-            }
-            if (!m) {
+            model.names = body && Array.isArray(body.models)
+                ? body.models.filter((n) => typeof n === 'string') : [];
+            if (!resp.ok || !model.names.length || !(await pickModel(model.names[0]))) {
                 chip.dataset.state = 'error';
                 text.textContent = 'Model information unavailable';
                 return;
             }
-            showModel(m);
+            if (model.names.length > 1) showPicker();
             return;
         }
+    }
+
+    /* Loads /v1/models/{name} and shows it; false when unavailable. */
+    async function pickModel(name) {
+        let m = null;
+        try {
+            const d = await apiFetch(`/v1/models/${encodeURIComponent(name)}`,
+                { headers: { Accept: 'application/json' } });
+            if (d.ok) m = await d.json();
+        } catch (_) { /* handled by the caller */ }
+        if (!m) return false;
+        showModel(m);
+        return true;
+    }
+
+    /* Several models: a picker beside the chip; the next photos go to the
+     * one chosen (/classify?model=NAME). */
+    function showPicker() {
+        const select = document.createElement('select');
+        select.id = 'model-picker';
+        select.setAttribute('aria-label', 'Model');
+        for (const n of model.names) {
+            const o = document.createElement('option');
+            o.value = n;
+            o.textContent = n;
+            select.append(o);
+        }
+        select.addEventListener('change', () => { pickModel(select.value); });
+        $('#model').after(select);
     }
 
     function showModel(m) {
@@ -589,7 +612,9 @@
             card.abort = new AbortController();
             let resp;
             try {
-                resp = await apiFetch(`/classify?topk=${TOPK}`, {
+                const pick = model.names.length > 1
+                    ? `&model=${encodeURIComponent(model.name)}` : '';
+                resp = await apiFetch(`/classify?topk=${TOPK}${pick}`, {
                     method: 'POST',
                     headers: { 'Content-Type': 'image/jpeg', Accept: 'application/json' },
                     body: card.photo.blob,

@@ -111,8 +111,18 @@ __attribute__((unused)) static int server_spawn(struct server *s, const char *co
     const char *defaults[] = {
         "--port",          "0", "--bind",  "127.0.0.1",       "--static-dir",         g_static,
         "--drain-seconds", "0", "--model", "random:resnet18", "--request-timeout-ms", "300000"};
-    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
+    /* --model is repeatable (several models), so a case's own replaces the
+     * default rather than adding a second model. */
+    int own_model = 0;
+    for (int i = 0; args && args[i]; i++)
+        own_model |= !strcmp(args[i], "--model");
+    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++) {
+        if (own_model && !strcmp(defaults[i], "--model")) {
+            i++;
+            continue;
+        }
         argv[n++] = defaults[i];
+    }
     for (int i = 0; args && args[i] && n < 62; i++)
         argv[n++] = args[i];
     argv[n] = NULL;

@@ -197,9 +197,10 @@ static void test_metrics_render(void) {
     struct srv_metrics_gauges g = {.queue_depth = 3,
                                    .inflight_requests = 4,
                                    .ready = 1,
-                                   .arch = "resnet50",
-                                   .classes = 1000,
-                                   .weights = "models/we\"ird\\name\n.safetensors",
+                                   .nmodels = 2,
+                                   .models = {{"resnet50", "resnet50", "fp32",
+                                               "models/we\"ird\\name\n.safetensors", 1000, 1},
+                                              {"r50q", "resnet50", "int8", "models/r50", 1000, 2}},
                                    .workers = 2,
                                    .max_batch = 8};
     size_t len = 0;
@@ -228,7 +229,13 @@ static void test_metrics_render(void) {
     EXPECT("imgclassd_queue_depth", 3);
     EXPECT("imgclassd_inflight_requests", 4);
     EXPECT("imgclassd_ready", 1);
-    int escaped = strstr(t, "weights=\"models/we\\\"ird\\\\name\\n.safetensors\"} 1") != NULL;
+    int escaped = strstr(t, "weights=\"models/we\\\"ird\\\\name\\n.safetensors\",model=\"resnet50\","
+                            "precision=\"fp32\"} 1") != NULL;
+    /* Several models: one info series each, and each its queue depth. */
+    EXPECT("imgclassd_model_info{arch=\"resnet50\",classes=\"1000\",weights=\"models/r50\","
+           "model=\"r50q\",precision=\"int8\"}",
+           1);
+    EXPECT("imgclassd_model_queue_depth{model=\"r50q\"}", 2);
     int has_proc = value(t, "process_resident_memory_bytes") > 0 &&
                    value(t, "process_cpu_seconds_total") >= 0 &&
                    value(t, "process_start_time_seconds") > 1e9 && value(t, "process_open_fds") > 0;
@@ -277,9 +284,38 @@ static void test_access_flags(void) {
     CHECK(parse(&c, neg) == -1 && strstr(err, "--linger-seconds"), "%s", err);
 }
 
+static void test_model_specs(void) {
+    struct srv_model_spec ms;
+    char msg[256];
+    CHECK(srv_model_spec_parse("models/r50.safetensors", ENG_PRECISION_FP32, &ms, msg,
+                               sizeof msg) == 0 &&
+          !ms.name[0] && !strcmp(ms.spec, "models/r50.safetensors") &&
+          ms.precision == ENG_PRECISION_FP32);
+    CHECK(srv_model_spec_parse("r50q=models/r50.safetensors@int8", ENG_PRECISION_FP32, &ms, msg,
+                               sizeof msg) == 0 &&
+          !strcmp(ms.name, "r50q") && !strcmp(ms.spec, "models/r50.safetensors") &&
+          ms.precision == ENG_PRECISION_INT8);
+    CHECK(srv_model_spec_parse("random:resnet18:3", ENG_PRECISION_INT8, &ms, msg, sizeof msg) ==
+              0 &&
+          !strcmp(ms.spec, "random:resnet18:3") && ms.precision == ENG_PRECISION_INT8);
+    CHECK(srv_model_spec_parse("a=b@fp16", ENG_PRECISION_FP32, &ms, msg, sizeof msg) == -1);
+    CHECK(srv_model_spec_parse("a=", ENG_PRECISION_FP32, &ms, msg, sizeof msg) == -1);
+    struct srv_config c;
+    srv_config_default(&c);
+    char *argv[] = {"imgclassd", "--model", "random:resnet18", "--model", "q=random:resnet18@int8",
+                    "--precision", "fp32", NULL};
+    CHECK(srv_config_parse(&c, 7, argv, msg, sizeof msg) == 0, "%s", msg);
+    CHECK(c.nmodels == 2 && !strcmp(c.model, "random:resnet18") &&
+          !strcmp(c.models[1], "q=random:resnet18@int8"));
+    char *bad[] = {"imgclassd", "--model", "x=y@int4", NULL};
+    srv_config_default(&c);
+    CHECK(srv_config_parse(&c, 3, bad, msg, sizeof msg) == -1 && strstr(msg, "--model"), "%s", msg);
+}
+
 int main(void) {
     t_suite = "config";
     t_clear_imgclassd_env();
+    RUN(test_model_specs);
     RUN(test_defaults);
     RUN(test_flags);
     RUN(test_env);

@@ -467,7 +467,13 @@ def test_live_probes():
     """The binary, started with the Deployment's args and env (random weights,
     an ephemeral port), answers every path the manifests and compose probe."""
     need_binary()
-    args = k8s_args() + ["--model", "random:resnet18", "--port", "0", "--bind", "127.0.0.1",
+    # --model is repeatable (several models): the manifest's weights file is
+    # replaced by random weights, not served beside them.
+    k = k8s_args()
+    if "--model" in k:
+        i = k.index("--model")
+        k = k[:i] + k[i + 2:]
+    args = k + ["--model", "random:resnet18", "--port", "0", "--bind", "127.0.0.1",
                          "--drain-seconds", "1", "--static-dir", ""]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     env.update(k8s_env())

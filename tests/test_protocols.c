@@ -770,6 +770,54 @@ static void test_deadline_504(void) {
     CHECK(rc == 0, "exit %d", rc);
 }
 
+/* Several models (issue 12.4): the same weights as fp32 and int8 under two
+ * names, each reachable by every protocol and by /classify?model=. */
+static void test_several_models(void) {
+    char e[256];
+    if (eng_precision_supported(ENG_PRECISION_INT8, e, sizeof e) != ENG_OK)
+        SKIP("this CPU has no int8 kernels: %s", e);
+    struct server s;
+    char why[512];
+    const char *args[] = {"--model", "random:resnet18", "--model", "r18q=random:resnet18@int8",
+                          NULL};
+    CHECK(server_spawn(&s, args, NULL, 1, why, sizeof why) == 0, "%s", why);
+    struct resp r;
+    get(&r, &s, "/v1/models");
+    int names = r.body && strstr(r.body, "[\"resnet18\",\"r18q\"]");
+    resp_free(&r);
+    get(&r, &s, "/v1/models/r18q");
+    json_t *j = resp_json(&r);
+    int prec = !strcmp(json_string_value(json_object_get(j, "precision")) ?: "", "int8");
+    json_decref(j);
+    resp_free(&r);
+    post(&r, &s, "/classify?model=r18q", g_jpeg, g_jpeg_len, "image/jpeg");
+    j = resp_json(&r);
+    int picked = r.status == 200 &&
+                 !strcmp(json_string_value(json_object_get(j, "model")) ?: "", "r18q");
+    json_decref(j);
+    resp_free(&r);
+    post(&r, &s, "/classify?model=nope", g_jpeg, g_jpeg_len, "image/jpeg");
+    const char *unknown = check_error(&r, 404, "unknown_model");
+    resp_free(&r);
+    const char *raw[] = {"Inference-Header-Content-Length: 0", NULL};
+    post_h(&r, &s, "/v2/models/r18q/infer", g_jpeg, g_jpeg_len, raw);
+    int v2 = r.status == 200 && r.body && strstr(r.body, "\"model_name\":\"r18q\"");
+    resp_free(&r);
+    get(&r, &s, "/metrics");
+    int info = r.body && strstr(r.body, "model=\"r18q\",precision=\"int8\"} 1") &&
+               strstr(r.body, "model=\"resnet18\",precision=\"fp32\"} 1") &&
+               strstr(r.body, "imgclassd_model_queue_depth{model=\"r18q\"}");
+    resp_free(&r);
+    int rc = server_stop(&s);
+    CHECK(names, "/v1/models does not list both");
+    CHECK(prec, "/v1/models/r18q precision");
+    CHECK(picked, "/classify?model=r18q");
+    CHECK(!unknown, "/classify?model=nope: %s", unknown);
+    CHECK(v2, "v2 infer on r18q");
+    CHECK(info, "imgclassd_model_info per model");
+    CHECK(rc == 0, "exit %d", rc);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     t_suite = "protocols";
@@ -805,6 +853,7 @@ int main(int argc, char **argv) {
     RUN_T(test_queue_full_503, 600);
     RUN_T(test_not_ready, 300);
     RUN_T(test_deadline_504, 300);
+    RUN_T(test_several_models, 300);
     free(g_jpeg);
     free(g_jpeg2);
     free(g_big);
