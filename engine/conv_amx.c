@@ -73,11 +73,24 @@ void eng_conv_amx(float *out, const uint8_t *in, const struct eng_conv *cv, int 
         const int rows32 = (rows + 31) & ~31;
         memset(abuf + (size_t)rows * kdim4, 0, (size_t)(rows32 - rows) * kdim4);
         if (e->tmax) memset(rowmax, 0, sizeof(float) * 16 * (size_t)rows);
-        for (int p = p0; p < p1; p++) {
-            const int8_t *b = cv->wq + (size_t)p * kdim4 * NR; /* [kdim4 / 4][NR][4] */
-            for (int r0 = 0; r0 < rows; r0 += 32) {
-                const bool inplace = r0 < whole;
-                const uint8_t *a = inplace ? in + (size_t)(mb + r0) * kdim4 : abuf + (size_t)r0 * kdim4;
+        /* rows outer, panels inner: a row group's activations stay in L1
+         * while the weights stream from L2, and the shortcut and output
+         * rows are walked along, each panel's shortcut lines fetched one
+         * panel ahead (they are cold: written a block or more ago; fetching
+         * the output lines too measured no better) */
+        for (int r0 = 0; r0 < rows; r0 += 32) {
+            const bool inplace = r0 < whole;
+            const uint8_t *a = inplace ? in + (size_t)(mb + r0) * kdim4 : abuf + (size_t)r0 * kdim4;
+            const int mr = rows - r0 < 32 ? rows - r0 : 32;
+            for (int p = p0; p < p1; p++) {
+                const int8_t *b = cv->wq + (size_t)p * kdim4 * NR; /* [kdim4 / 4][NR][4] */
+                if (p + 1 < p1) {
+                    const size_t next = (size_t)(mb + r0) * cout + (size_t)(p + 1) * NR;
+                    for (int r = 0; r < mr && e->res; r++) {
+                        _mm_prefetch((const char *)(e->res + next + r * cout), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(e->res + next + r * cout + 16), _MM_HINT_T0);
+                    }
+                }
                 _tile_zero(0);
                 _tile_zero(1);
                 _tile_zero(2);
@@ -97,7 +110,6 @@ void eng_conv_amx(float *out, const uint8_t *in, const struct eng_conv *cv, int 
                 _tile_stored(1, sums + 16, 4 * NR);
                 _tile_stored(2, sums + TR * NR, 4 * NR);
                 _tile_stored(3, sums + TR * NR + 16, 4 * NR);
-                const int mr = rows - r0 < 32 ? rows - r0 : 32;
                 const size_t at = (size_t)(mb + r0) * cout + (size_t)p * NR;
                 if (e->accmax) {
                     eng_i8_store_sums((int32_t *)(out + at), cout, sums, NR, mr,

@@ -207,7 +207,24 @@ void eng_conv_int8(float *out, const uint8_t *in, const struct eng_conv *cv, int
 
 void eng_i8_gather(uint8_t *dst, const struct eng_rowsrc *r, const struct eng_conv *cv, int h,
                    int w, int k0, int k1) {
-    gather_row(dst, r, cv, h, w, k0, k1);
+    const int k = cv->k, cin = cv->cin;
+    if (k0 != 0 || k1 != k * k * cin || cin % 64) {
+        gather_row(dst, r, cv, h, w, k0, k1);
+        return;
+    }
+    /* a whole row of whole pixels (the AMX kernel's 3x3 convs): tap by tap
+     * in zmm moves, instead of a memcpy call per kernel row */
+    const __m512i zero = _mm512_setzero_si512();
+    for (int ky = 0; ky < k; ky++) {
+        const int iy = r->iy0 + ky;
+        for (int kx = 0; kx < k; kx++, dst += cin) {
+            const int ix = r->ix0 + kx;
+            const bool inside = iy >= 0 && iy < h && ix >= 0 && ix < w;
+            const uint8_t *src = inside ? r->img + ((size_t)iy * w + ix) * cin : NULL;
+            for (int c = 0; c < cin; c += 64)
+                _mm512_storeu_si512(dst + c, inside ? _mm512_loadu_si512(src + c) : zero);
+        }
+    }
 }
 
 void eng_i8_epilogue(float *out, size_t ldc, const int32_t *sums, int mr, const float *bias,
@@ -316,4 +333,28 @@ float eng_max_f32(const float *x, size_t count) {
     float r = hmax(m);
     for (; i < count; i++) r = x[i] > r ? x[i] : r;
     return r;
+}
+
+void eng_maxpool3x3s2_u8(uint8_t *out, const uint8_t *in, int n, int h, int w, int c) {
+    if (c % 64) {
+        eng_maxpool3x3s2_u8_ref(out, in, n, h, w, c);
+        return;
+    }
+    const int ho = eng_out_dim(h, 3, 2, 1), wo = eng_out_dim(w, 3, 2, 1);
+    for (int img = 0; img < n; img++)
+        for (int oy = 0; oy < ho; oy++) {
+            const int y0 = oy * 2 - 1 < 0 ? 0 : oy * 2 - 1, y1 = oy * 2 + 1 < h ? oy * 2 + 1 : h - 1;
+            for (int ox = 0; ox < wo; ox++) {
+                const int x0 = ox * 2 - 1 < 0 ? 0 : ox * 2 - 1, x1 = ox * 2 + 1 < w ? ox * 2 + 1 : w - 1;
+                uint8_t *o = out + (((size_t)img * ho + oy) * wo + ox) * c;
+                for (int j = 0; j < c; j += 64) {
+                    __m512i v = _mm512_setzero_si512();
+                    for (int iy = y0; iy <= y1; iy++)
+                        for (int ix = x0; ix <= x1; ix++)
+                            v = _mm512_max_epu8(
+                                v, _mm512_loadu_si512(in + (((size_t)img * h + iy) * w + ix) * c + j));
+                    _mm512_storeu_si512(o + j, v);
+                }
+            }
+        }
 }

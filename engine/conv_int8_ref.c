@@ -93,3 +93,21 @@ void eng_i8_requant_ref(uint8_t *q, const int32_t *acc, const struct eng_conv *c
             eng_quantize_u8_ref(q + at, &v, 1, inv[m / hw]);
         }
 }
+
+void eng_maxpool3x3s2_u8_ref(uint8_t *out, const uint8_t *in, int n, int h, int w, int c) {
+    const int ho = eng_out_dim(h, 3, 2, 1), wo = eng_out_dim(w, 3, 2, 1);
+    for (int img = 0; img < n; img++)
+        for (int oy = 0; oy < ho; oy++)
+            for (int ox = 0; ox < wo; ox++) {
+                uint8_t *o = out + (((size_t)img * ho + oy) * wo + ox) * c;
+                /* 0 is the least u8, and every window holds a pixel: padding
+                 * taps are skipped, as torch pads max pool with -inf */
+                memset(o, 0, (size_t)c);
+                for (int iy = oy * 2 - 1; iy <= oy * 2 + 1; iy++)
+                    for (int ix = ox * 2 - 1; ix <= ox * 2 + 1; ix++) {
+                        if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+                        const uint8_t *q = in + (((size_t)img * h + iy) * w + ix) * c;
+                        for (int j = 0; j < c; j++) o[j] = q[j] > o[j] ? q[j] : o[j];
+                    }
+            }
+}

@@ -304,6 +304,13 @@ float eng_max_f32(const float *x, size_t count);
 /* 3x3 stride-2 pad-1 max pool. out: [n][ho][wo][c], in: [n][h][w][c]. */
 void eng_maxpool3x3s2(float *out, const float *in, int n, int h, int w, int c);
 
+/* The same on u8 (AVX-512BW when c is a multiple of 64, else the plain C
+ * _ref). Quantizing is monotone and the pool's windows cover every input
+ * pixel, so pooling the u8 copy gives the u8 of the pooled floats, with the
+ * same per-image scale: the stem's output is pooled so in int8. */
+void eng_maxpool3x3s2_u8(uint8_t *out, const uint8_t *in, int n, int h, int w, int c);
+void eng_maxpool3x3s2_u8_ref(uint8_t *out, const uint8_t *in, int n, int h, int w, int c);
+
 /* Global average pool. out: [n][c], in: [n][hw][c]. */
 void eng_avgpool(float *out, const float *in, int n, int hw, int c);
 

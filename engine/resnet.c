@@ -607,9 +607,11 @@ const struct eng_model_info *eng_model_get_info(const struct eng_model *m) {
 /* ------------------------------------------------------------------------ */
 
 /* Four rotating activation buffers, plus the handoff buffer between the
- * early and the late stages (see eng_ctx_forward). */
+ * early and the late stages (see eng_ctx_forward), plus the place in it
+ * where the early stages write the image they run. */
 #define NBUF 4
 #define HANDOFF NBUF
+#define HANDOFF_AT (NBUF + 1)
 /* Images per pass through the early stages: one keeps their large
  * activations in cache instead of streaming a whole batch through memory. */
 #define EARLY_IMAGES 1
@@ -620,7 +622,7 @@ struct eng_ctx {
     int ntasks;          /* tasks per convolution: the pool size at creation */
     int late;            /* first block of the late stages (layer3) */
     size_t handoff_img;  /* floats per image of the early stages' output */
-    float *buf[NBUF + 1]; /* rotating activations (NHWC), then the handoff */
+    float *buf[NBUF + 2]; /* rotating activations (NHWC), the handoff, a place in it */
     float *col;          /* im2col scratch */
     float *pooled;       /* [max_batch][feat] */
     /* int8 only (NULL in fp32): u8 copies of activation buffers, made when
@@ -823,13 +825,12 @@ static void block_conv(struct eng_ctx *c, int n, int out, int in, const struct e
         c->max_of = -1;
 }
 
-/* Runs blocks [b0, b1) on n images whose input (h x h) is in buffer x;
- * returns the buffer holding the output and updates *h. */
-static int run_blocks(struct eng_ctx *c, int b0, int b1, int n, int x, int *h) {
+/* Runs blocks [b0, b1) on n images whose input (h x h) is in buffer x (its
+ * u8 copies as c->qof says); returns the buffer holding the output (the
+ * last block writes to buffer last_out when >= 0) and updates *h. */
+static int run_blocks(struct eng_ctx *c, int b0, int b1, int n, int x, int last_out, int *h) {
     const struct eng_model *m = c->m;
     int hh = *h;
-    /* the input was written by the stem, the pool or a copy: no u8 copies */
-    c->qof[0] = c->qof[1] = c->max_of = -1;
 #define CONV(out, in, cv, hin, res, relu) block_conv(c, n, out, in, cv, hin, res, relu, x, false)
     /* a conv whose output only the next conv reads */
 #define CONV_U8(out, in, cv, hin) block_conv(c, n, out, in, cv, hin, -1, true, x, true)
@@ -852,7 +853,7 @@ static int run_blocks(struct eng_ctx *c, int b0, int b1, int n, int x, int *h) {
                 id = free_buf(used);
                 CONV(id, x, &blk->ds, hh, -1, false);
             }
-            y = t1; /* t1 is dead once conv2 has run */
+            y = b == b1 - 1 && last_out >= 0 ? last_out : t1; /* t1 is dead once conv2 has run */
             CONV(y, t2, &blk->c3, h2, id, true);
             hh = h2;
         } else {
@@ -863,7 +864,7 @@ static int run_blocks(struct eng_ctx *c, int b0, int b1, int n, int x, int *h) {
                 used |= 1u << id;
                 CONV(id, x, &blk->ds, hh, -1, false);
             }
-            y = free_buf(used);
+            y = b == b1 - 1 && last_out >= 0 ? last_out : free_buf(used);
             CONV(y, t1, &blk->c2, ho, id, true);
             hh = ho;
         }
@@ -885,6 +886,7 @@ enum eng_status eng_ctx_forward(struct eng_ctx *c, const float *in, int n, float
     const size_t plane = (size_t)size * size;
     float **buf = c->buf;
     int h = 0;
+    const bool pool_u8 = m->blocks[0].c1.int8 && m->blocks[0].has_ds && c->late > 0;
     eng_pool_enter();
     for (int i0 = 0; i0 < n; i0 += EARLY_IMAGES) {
         int k = n - i0 < EARLY_IMAGES ? n - i0 : EARLY_IMAGES;
@@ -902,13 +904,28 @@ enum eng_status eng_ctx_forward(struct eng_ctx *c, const float *in, int n, float
         h = eng_out_dim(size, 7, 2, 3);
         eng_conv_forward(buf[1], buf[0], &m->stem, k, size, size, NULL, true, c->col,
                          eng_pool_share(c->ntasks));
-        eng_maxpool3x3s2(buf[0], buf[1], k, h, h, m->stem.cout);
+        c->qof[0] = c->qof[1] = c->max_of = -1;
+        if (pool_u8) {
+            /* only int8 convs read the pool's output (the first block has a
+             * projection): pool the stem's u8 copy; buf[0] stays unwritten */
+            const size_t len = (size_t)m->stem.cout * h * h;
+            for (int i = 0; i < k; i++) c->qmax[i] = eng_max_f32(buf[1] + i * len, len);
+            eng_quantize_images(c->q[0], c->qscale[1], buf[1], c->qmax, k, len,
+                                eng_pool_share(c->ntasks));
+            eng_maxpool3x3s2_u8(c->q[1], c->q[0], k, h, h, m->stem.cout);
+            c->qof[1] = 0;
+        } else {
+            eng_maxpool3x3s2(buf[0], buf[1], k, h, h, m->stem.cout);
+        }
         h = eng_out_dim(h, 3, 2, 1);
-        int x = run_blocks(c, 0, c->late, k, 0, &h);
-        memcpy(buf[HANDOFF] + (size_t)i0 * c->handoff_img, buf[x],
-               sizeof(float) * c->handoff_img * k);
+        /* the last early block writes straight into the handoff */
+        buf[HANDOFF_AT] = buf[HANDOFF] + (size_t)i0 * c->handoff_img;
+        int x = run_blocks(c, 0, c->late, k, 0, HANDOFF_AT, &h);
+        if (x != HANDOFF_AT) /* no early blocks: the pool's output */
+            memcpy(buf[HANDOFF_AT], buf[x], sizeof(float) * c->handoff_img * k);
     }
-    int x = run_blocks(c, c->late, m->total_blocks, n, HANDOFF, &h);
+    c->qof[0] = c->qof[1] = c->max_of = -1;
+    int x = run_blocks(c, c->late, m->total_blocks, n, HANDOFF, -1, &h);
     eng_avgpool(c->pooled, buf[x], n, h * h, m->feat);
     eng_linear(logits, c->pooled, m->fc_w, m->fc_b, n, m->feat, m->info.num_classes);
     eng_pool_leave();

@@ -382,6 +382,41 @@ static void test_quantizer(void) {
     CHECK(eng_max_f32(x, N) == 3.0f, "max %g", (double)eng_max_f32(x, N));
 }
 
+/* Pooling the u8 copy gives the u8 copy of the pooled floats (the int8
+ * stem's path), on odd and even sizes, 64 channels (AVX-512BW) and 24 (C). */
+static void test_maxpool_u8(void) {
+    SKIP_UNLESS(ENG_ISA_AVX512_VNNI);
+    static const int dims[][4] = {{2, 11, 9, 64}, {1, 16, 16, 64}, {2, 7, 8, 24}};
+    for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++) {
+        const int n = dims[d][0], h = dims[d][1], w = dims[d][2], c = dims[d][3];
+        const int ho = eng_out_dim(h, 3, 2, 1), wo = eng_out_dim(w, 3, 2, 1);
+        const size_t in_len = (size_t)h * w * c, out_len = (size_t)ho * wo * c;
+        float *x = malloc(sizeof(float) * n * in_len), *px = malloc(sizeof(float) * n * out_len);
+        uint8_t *qx = malloc(n * in_len), *want = malloc(n * out_len), *got = malloc(n * out_len);
+        CHECK(x && px && qx && want && got, "out of memory");
+        for (size_t i = 0; i < n * in_len; i++) x[i] = fmaxf(0.0f, frand() * 3.0f);
+        eng_maxpool3x3s2(px, x, n, h, w, c);
+        bool same = true;
+        for (int i = 0; i < n; i++) {
+            float scale, inv, mx = eng_max_f32(x + i * in_len, in_len);
+            same = same && mx == eng_max_f32(px + i * out_len, out_len);
+            eng_i8_scale(mx, &scale, &inv);
+            eng_quantize_u8_ref(qx + i * in_len, x + i * in_len, in_len, inv);
+            eng_quantize_u8_ref(want + i * out_len, px + i * out_len, out_len, inv);
+        }
+        eng_maxpool3x3s2_u8(got, qx, n, h, w, c);
+        same = same && !memcmp(want, got, n * out_len);
+        eng_maxpool3x3s2_u8_ref(got, qx, n, h, w, c);
+        same = same && !memcmp(want, got, n * out_len);
+        free(x);
+        free(px);
+        free(qx);
+        free(want);
+        free(got);
+        CHECK(same, "%dx%dx%dx%d: the u8 pool differs from the u8 of the pooled floats", n, h, w, c);
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* Batch invariance                                                         */
 /* ------------------------------------------------------------------------ */
@@ -632,6 +667,7 @@ int main(void) {
     RUN(test_fused_requant);
     RUN(test_reference_is_a_convolution);
     RUN(test_quantizer);
+    RUN(test_maxpool_u8);
     RUN(test_precision_api);
     RUN(test_batch_invariance_fp32);
     RUN(test_batch_invariance_int8);
