@@ -101,7 +101,8 @@ bench: check-deps all $(B)/loadgen  ## benchmark vs PyTorch; writes build/bench.
 
 # test_server drives the real binaries; test_hostile and test_soak the server.
 $(B)/tests/test_server: $(B)/imgclassd $(B)/imgclass
-$(B)/tests/test_hostile $(B)/tests/test_soak $(B)/tests/test_protocols: $(B)/imgclassd
+$(B)/tests/test_hostile $(B)/tests/test_soak $(B)/tests/test_protocols \
+    $(B)/tests/test_cors_auth: $(B)/imgclassd
 
 # Reference data from torchvision: seeded random models, images, expected
 # tensors and logits. Regenerated when the generator changes.

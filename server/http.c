@@ -26,6 +26,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -56,6 +57,10 @@ struct conn_track {
     _Atomic int64_t read_start_ns;
     _Atomic int reading; /* 1 while a request is being received */
     _Atomic int cut;     /* the reaper shut the socket down */
+    /* An answer went out with the request body unread: at close, a copy
+     * of fd goes to the linger thread (srv_http.linger), so the client
+     * reads the answer instead of a reset. */
+    _Atomic int linger;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -202,6 +207,11 @@ void srv_add_common_headers(struct srv_req *r, struct MHD_Response *resp, int ap
     MHD_add_response_header(resp, "Content-Security-Policy", SRV_CSP);
     MHD_add_response_header(resp, "X-Request-Id", r->id);
     if (api) MHD_add_response_header(resp, "Cache-Control", "no-store");
+    /* CORS, once for every route and status: Vary: Origin whenever CORS
+     * is on, Allow-Origin and Expose-Headers for an allowed origin (a
+     * page must be able to read a 413 or a 503's Retry-After too). */
+    for (int i = 0; i < r->cors.nheaders; i++)
+        MHD_add_response_header(resp, r->cors.h[i].name, r->cors.h[i].value);
     if (r->close || atomic_load(&r->h->draining))
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
 }
@@ -213,9 +223,65 @@ enum MHD_Result srv_queue(struct srv_req *r, int status, struct MHD_Response *re
     track_read_done(r);
     r->status = status;
     r->bytes = bytes;
+    /* Answered before the body it announced was read: libmicrohttpd will
+     * close the connection after the answer with the body unread, which
+     * makes the kernel reset it; lingering at the close avoids that. */
+    if (r->body_declared && !r->complete && r->track) atomic_store(&r->track->linger, 1);
     enum MHD_Result q = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     return q;
+}
+
+struct raw_head {
+    char *buf;
+    size_t len, cap;
+};
+
+static enum MHD_Result raw_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value) {
+    struct raw_head *h = cls;
+    if (!value) value = "";
+    int n = snprintf(h->buf + h->len, h->cap - h->len, "%s: %s\r\n", key, value);
+    if (n > 0 && (size_t)n < h->cap - h->len) h->len += (size_t)n;
+    return MHD_YES;
+}
+
+/* Writes an answer straight to the socket, for a refusal whose lingering
+ * bounds ran out mid-upload: libmicrohttpd 0.9.75 cannot queue a response
+ * while a body is arriving, and the connection is about to be cut. The
+ * socket's send buffer is empty (nothing was sent on this request but
+ * maybe 100 Continue), so a small answer goes out whole without blocking.
+ * The sending side is shut afterwards so a client that reads sees the
+ * answer end before the reset that closing on unread data brings.
+ * Returns MHD_NO: libmicrohttpd closes the connection. */
+static enum MHD_Result raw_send(struct srv_req *r, int status, struct MHD_Response *resp,
+                                const char *body, size_t len) {
+    char head[4096];
+    struct raw_head h = {head, 0, sizeof head};
+    const char *reason = MHD_get_reason_phrase_for((unsigned)status);
+    h.len = (size_t)snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\n", status,
+                             reason && reason[0] ? reason : "Error");
+    MHD_get_response_headers(resp, raw_header, &h);
+    int n = snprintf(head + h.len, sizeof head - h.len, "Content-Length: %zu\r\n\r\n", len);
+    if (n > 0 && (size_t)n < sizeof head - h.len) h.len += (size_t)n;
+    track_read_done(r);
+    r->status = status;
+    r->bytes = len;
+    int fd = r->track ? r->track->fd : -1;
+    if (fd < 0) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        fd = ci ? ci->connect_fd : -1;
+    }
+    if (fd >= 0) {
+        struct iovec iov[2] = {{head, h.len}, {(void *)body, len}};
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+        ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w; /* a short write: the client is not reading anyway */
+        shutdown(fd, SHUT_WR);
+    }
+    MHD_destroy_response(resp); /* owns body: after the write */
+    return MHD_NO;
 }
 
 /* Sends body (malloc'd, ownership taken) with a content type. */
@@ -229,6 +295,7 @@ enum MHD_Result srv_send_owned(struct srv_req *r, int status, const char *ctype,
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     srv_add_common_headers(r, resp, 1);
     if (hname) MHD_add_response_header(resp, hname, hval);
+    if (r->raw_answer) return raw_send(r, status, resp, body, len);
     return srv_queue(r, status, resp, len);
 }
 
@@ -386,20 +453,81 @@ static void drop_body(struct srv_req *r) {
     srv_budget_release(r);
 }
 
-/* Appends an upload chunk. Past --max-body-bytes the bytes are counted and
- * dropped (libmicrohttpd cannot answer in the middle of an upload); a
- * client that goes on sending far beyond the limit is disconnected. */
+/* A GET or HEAD may carry a body (it means nothing here and is dropped),
+ * and so may a preflight or a request refused for its token; but no more
+ * than this: past it the answer is 413, decided from a Content-Length at
+ * once or after the bytes were discarded. */
+#define GET_BODY_MAX 65536
+
+static enum MHD_Result get_body_too_large(struct srv_req *r) {
+    r->close = 1;
+    return srv_send_error(r, 413, "body_too_large",
+                          "a %s request may carry at most %d bytes of body", r->method,
+                          GET_BODY_MAX);
+}
+
+/* The body is read but not kept: a GET route's, a preflight's, or one
+ * whose request was refused for its token on a GET route. */
+static int body_ignored(const struct srv_req *r) {
+    return r->deferred || !r->def || strcmp(r->def->method, "GET") == 0;
+}
+
+/* The answer to a body refused while it arrived (413 past the limit, 503
+ * over the budget). */
+static enum MHD_Result send_body_refusal(struct srv_req *r) {
+    const struct srv_config *c = r->h->cfg;
+    if (body_ignored(r)) return get_body_too_large(r);
+    if (r->too_large)
+        return srv_send_error(r, 413, "body_too_large",
+                              "the request body exceeds --max-body-bytes (%lld bytes)",
+                              (long long)c->max_body_bytes);
+    return srv_send_503_retry(r, "server_busy", 1,
+                              "too many request bodies are being received at once "
+                              "(--max-inflight-bytes); retry later");
+}
+
+/* Marks the body refused from now on: what follows is discarded. */
+static void refuse_body(struct srv_req *r) {
+    r->refused_ns = srv_now_ns();
+    r->refused_at = r->received;
+    drop_body(r);
+}
+
+/* n more bytes of a refused body, discarded. Lingering close while the
+ * request is still open: the answer waits for the end of the body (it
+ * then goes out normally), but no longer than --linger-bytes past the
+ * refusal or --linger-seconds since it; past either bound the answer is
+ * written to the socket at once and the connection closed (a client still
+ * sending then gets a reset, after the answer). A client that stalls is
+ * cut by the read deadline (--request-read-timeout-s) as any other. */
+static enum MHD_Result discard(struct srv_req *r) {
+    const struct srv_config *c = r->h->cfg;
+    uint64_t past = r->received - r->refused_at;
+    int64_t held = srv_now_ns() - r->refused_ns;
+    if (past <= (uint64_t)c->linger_bytes && c->linger_bytes > 0 &&
+        held <= (int64_t)c->linger_seconds * 1000000000)
+        return MHD_YES;
+    r->raw_answer = 1;
+    r->close = 1;
+    send_body_refusal(r);
+    return MHD_NO;
+}
+
+/* Appends an upload chunk. Past --max-body-bytes, or once the body no
+ * longer fits in the --max-inflight-bytes budget, the bytes are counted
+ * and discarded (libmicrohttpd cannot answer in the middle of an upload);
+ * see discard() for how long. */
 static enum MHD_Result body_data(struct srv_req *r, const char *data, size_t n) {
     const struct srv_config *c = r->h->cfg;
     r->received += n;
-    if (r->too_large || r->over_budget) {
-        uint64_t slack = (uint64_t)c->max_body_bytes + (1u << 20);
-        return r->received > (uint64_t)c->max_body_bytes + slack ? MHD_NO : MHD_YES;
-    }
+    /* A body refused over the budget that turns out too large anyway gets
+     * 413: "retry later" would only bring it back. */
+    if (r->over_budget && r->received > (uint64_t)c->max_body_bytes) r->too_large = 1;
+    if (r->too_large || r->over_budget) return discard(r);
     if (r->received > (uint64_t)c->max_body_bytes) {
         r->too_large = 1;
-        drop_body(r);
-        return MHD_YES;
+        refuse_body(r);
+        return discard(r);
     }
     if (r->len + n > r->cap) {
         /* The buffer doubles as the bytes arrive (a known size caps it, so
@@ -414,8 +542,8 @@ static enum MHD_Result body_data(struct srv_req *r, const char *data, size_t n) 
             if (budget_take(r->h, ncap - r->reserved) != 0) {
                 r->over_budget = 1;
                 srv_metrics_budget_rejected();
-                drop_body(r);
-                return MHD_YES;
+                refuse_body(r);
+                return discard(r);
             }
             r->reserved = ncap;
         }
@@ -429,18 +557,22 @@ static enum MHD_Result body_data(struct srv_req *r, const char *data, size_t n) 
     return MHD_YES;
 }
 
+/* The bytes of a body that is not kept (body_ignored): counted and
+ * discarded; past GET_BODY_MAX the answer becomes 413, with the same
+ * lingering as a refused upload. */
+static enum MHD_Result ignored_body_data(struct srv_req *r, size_t n) {
+    r->received += n;
+    if (!r->too_large && r->received > GET_BODY_MAX) {
+        r->too_large = 1;
+        refuse_body(r);
+    }
+    return r->too_large ? discard(r) : MHD_YES;
+}
+
 /* The whole body is in: the transport's refusals (413, over the budget,
  * empty), else the route parses it (and usually submits an inference job). */
 static enum MHD_Result body_complete(struct srv_req *r) {
-    const struct srv_config *c = r->h->cfg;
-    if (r->too_large)
-        return srv_send_error(r, 413, "body_too_large",
-                              "the request body exceeds --max-body-bytes (%lld bytes)",
-                              (long long)c->max_body_bytes);
-    if (r->over_budget)
-        return srv_send_503_retry(r, "server_busy", 1,
-                                  "too many request bodies are being received at once "
-                                  "(--max-inflight-bytes); retry later");
+    if (r->too_large || r->over_budget) return send_body_refusal(r);
     if (r->len == 0) return srv_send_error(r, 400, "empty_body", "the request body is empty");
     return r->def->answer(r);
 }
@@ -505,18 +637,6 @@ static void req_free(struct srv_req *r) {
     free(r);
 }
 
-/* A GET or HEAD may carry a body (it means nothing here and is dropped),
- * but no more than this; past it the answer is 413, decided from a
- * Content-Length at once or after the bytes were discarded. */
-#define GET_BODY_MAX 65536
-
-static enum MHD_Result get_body_too_large(struct srv_req *r) {
-    r->close = 1;
-    return srv_send_error(r, 413, "body_too_large",
-                          "a %s request may carry at most %d bytes of body", r->method,
-                          GET_BODY_MAX);
-}
-
 /* A GET route: 413 at once when the Content-Length is too large (the body
  * is not read), else answered once the request is complete. */
 static enum MHD_Result get_start(struct srv_req *r) {
@@ -526,8 +646,68 @@ static enum MHD_Result get_start(struct srv_req *r) {
     return MHD_YES;
 }
 
-static int takes_body(const struct srv_route_def *d) {
-    return strcmp(d->method, "GET") != 0;
+/* ------------------------------------------------------------------------ */
+/* Cross-origin requests and tokens, for every route                        */
+/* ------------------------------------------------------------------------ */
+
+/* Decides the CORS headers of r's answers (none with CORS off). */
+static void cors_decide(struct srv_req *r, const char *method) {
+    const char *origin = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Origin");
+    const char *acrm =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Access-Control-Request-Method");
+    srv_cors_decide(r->h->cors, method, origin, acrm, r->allow[0] ? r->allow : NULL, &r->cors);
+}
+
+/* A preflight, answered for every path before routing: 204 with the
+ * Access-Control-* headers for an allowed origin; 403 with none for
+ * another (the browser then blocks the call either way, but 403 tells a
+ * person reading the network log why). */
+static enum MHD_Result answer_preflight(struct srv_req *r) {
+    if (r->cors.kind == SRV_CORS_PREFLIGHT_DENIED)
+        return srv_send_error(r, 403, "origin_not_allowed",
+                              "cross-origin requests from this origin are not allowed "
+                              "(--cors-origins)");
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    if (!resp) return MHD_NO;
+    srv_add_common_headers(r, resp, 0);
+    return srv_queue(r, 204, resp, 0);
+}
+
+/* 1 when r's route needs a token and r does not carry one in the set. The
+ * token is never copied or logged; srv_auth_check compares in constant
+ * time. */
+static int token_refused(const struct srv_req *r) {
+    const struct srv_http *h = r->h;
+    if (!h->auth || r->access == SRV_ACCESS_OPEN) return 0;
+    if (r->access == SRV_ACCESS_METRICS && h->cfg->metrics_public) return 0;
+    const char *a =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    return !srv_auth_check(h->auth, a);
+}
+
+/* 401 in the route's error shape. RFC 6750 3.1: error="invalid_token"
+ * once credentials were sent (whatever their scheme), none when there
+ * were none, so a client knows whether to ask its user. */
+static enum MHD_Result send_401(struct srv_req *r) {
+    int sent = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                           MHD_HTTP_HEADER_AUTHORIZATION) != NULL;
+    if (sent)
+        return srv_send_error_h(r, 401, "unauthorized", MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                "Bearer realm=\"imgclassd\", error=\"invalid_token\"",
+                                "the access token was not accepted");
+    return srv_send_error_h(r, 401, "unauthorized", MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                            "Bearer realm=\"imgclassd\"",
+                            "this route needs an access token: Authorization: Bearer <token>");
+}
+
+/* Whether the request announces a body: a Content-Length other than 0, or
+ * any Transfer-Encoding. Only such a request's early answer lingers. */
+static int announces_body(struct MHD_Connection *c) {
+    const char *cl =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    return te || (cl && cl[strspn(cl, "0")] != 0);
 }
 
 /* First call (headers only): route, and refuse what can be refused before
@@ -541,7 +721,7 @@ static enum MHD_Result first_call(struct srv_req *r) {
         if (r->route == SRV_ROUTE_STATIC) r->route = SRV_ROUTE_OTHER;
         return send_405(r, r->allow);
     }
-    if (!takes_body(r->def)) return r->def->start ? r->def->start(r) : get_start(r);
+    if (body_ignored(r)) return r->def->start ? r->def->start(r) : get_start(r);
     return r->def->start ? r->def->start(r) : MHD_YES;
 }
 
@@ -605,8 +785,8 @@ static int framing_refused(struct srv_req *r, enum MHD_Result *ret) {
     }
     if (!why) return 0;
     r->close = 1;
-    *ret = srv_send_error(r, status, status == 501 ? "unsupported_transfer_coding" : "invalid_framing",
-                      "%s", why);
+    *ret = srv_send_error(
+        r, status, status == 501 ? "unsupported_transfer_coding" : "invalid_framing", "%s", why);
     return 1;
 }
 
@@ -660,7 +840,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->def = srv_route_find(method, url, r->param, &shape, r->allow, sizeof r->allow);
         r->error = shape && shape->error ? shape->error : srv_error_imgclassd;
         r->route = shape ? shape->metric : SRV_ROUTE_OTHER;
+        r->access = shape ? shape->access : SRV_ACCESS_OPEN;
         r->url = url;
+        r->body_declared = announces_body(conn);
+        cors_decide(r, method);
         enum MHD_Result ret;
         if (framing_refused(r, &ret)) return ret;
         if (query_too_long) {
@@ -668,23 +851,39 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return srv_send_error(r, 414, "uri_too_long", "at most %d query parameters",
                                   MAX_QUERY_PARAMS);
         }
+        /* Preflights come before tokens: a browser never sends its
+         * Authorization header with one. */
+        if (r->cors.kind == SRV_CORS_PREFLIGHT || r->cors.kind == SRV_CORS_PREFLIGHT_DENIED) {
+            r->deferred = answer_preflight;
+            return get_start(r);
+        }
+        /* The token, before any body byte is read. A POST route (or a
+         * method the path does not take) is answered now; a GET route
+         * when its request is complete, keeping the connection alive. */
+        if (token_refused(r)) {
+            if (!r->def || !body_ignored(r)) return send_401(r);
+            r->deferred = send_401;
+            return get_start(r);
+        }
         return first_call(r);
     }
     r->url = url;
-    if (*upload_data_size == 0) track_read_done(r); /* the whole request is in */
+    if (*upload_data_size == 0) { /* the whole request is in */
+        track_read_done(r);
+        r->complete = 1;
+    }
     if (r->status) { /* answered already; ignore whatever else arrives */
         *upload_data_size = 0;
         return MHD_YES;
     }
-    if (!takes_body(r->def)) {
-        if (*upload_data_size) { /* a GET with a body: drop it, but not forever */
-            r->received += *upload_data_size;
+    if (body_ignored(r)) {
+        if (*upload_data_size) {
+            size_t n = *upload_data_size;
             *upload_data_size = 0;
-            if (r->received > GET_BODY_MAX) r->too_large = 1;
-            return r->received > GET_BODY_MAX + (1u << 20) ? MHD_NO : MHD_YES;
+            return ignored_body_data(r, n);
         }
         if (r->too_large) return get_body_too_large(r);
-        return r->def->answer(r);
+        return r->deferred ? r->deferred(r) : r->def->answer(r);
     }
     if (*upload_data_size) {
         size_t n = *upload_data_size;
@@ -799,6 +998,15 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
          * descriptor that has been closed and reused. */
         struct conn_track *t = *socket_context;
         if (!t) return;
+        /* An answer went out over an unread body: a copy of the socket
+         * outlives libmicrohttpd's close and drains in the linger thread
+         * (bounded by --linger-bytes, --linger-seconds and its idle
+         * timeout), so closing here sends no reset. Not for a connection
+         * the reaper cut: that client was too slow to deserve more. */
+        if (atomic_load(&t->linger) && !atomic_load(&t->cut) && t->fd >= 0 && h->linger) {
+            int fd = fcntl(t->fd, F_DUPFD_CLOEXEC, 0);
+            if (fd >= 0) srv_linger_add(h->linger, fd);
+        }
         pthread_mutex_lock(&h->conn_mu);
         if (t->prev)
             t->prev->next = t->next;
@@ -906,10 +1114,33 @@ int srv_http_start(const struct srv_config *cfg, struct srv_http **out, char *er
     }
     h->cfg = cfg;
     pthread_mutex_init(&h->conn_mu, NULL);
+    /* Tokens, CORS and lingering first: a server that cannot enforce what
+     * it was told to must not start at all. */
+    char why[512];
+    if (srv_cors_new(cfg->cors_origins, cfg->auth_token_file[0] != 0, &h->cors, why, sizeof why) !=
+        0) {
+        snprintf(err, errlen, "--cors-origins: %s", why);
+        pthread_mutex_destroy(&h->conn_mu);
+        free(h);
+        return -1;
+    }
+    if ((cfg->auth_token_file[0] &&
+         srv_auth_new(cfg->auth_token_file, &h->auth, err, errlen) != 0) ||
+        srv_linger_new(cfg->max_connections, cfg->linger_bytes, cfg->linger_seconds, &h->linger,
+                       err, errlen) != 0) {
+        srv_auth_free(h->auth);
+        srv_cors_free(h->cors);
+        pthread_mutex_destroy(&h->conn_mu);
+        free(h);
+        return -1;
+    }
     if (reaper_start(h) != 0) {
         snprintf(err, errlen, "cannot start the connection reaper thread");
         pthread_cond_destroy(&h->reaper_cv);
         pthread_mutex_destroy(&h->conn_mu);
+        srv_linger_free(h->linger);
+        srv_auth_free(h->auth);
+        srv_cors_free(h->cors);
         free(h);
         return -1;
     }
@@ -1000,6 +1231,15 @@ int srv_http_port(const struct srv_http *h) {
     return h->port;
 }
 
+int srv_http_reload_tokens(struct srv_http *h, char *err, size_t errlen) {
+    if (!h->auth) return 0;
+    return srv_auth_reload(h->auth, err, errlen);
+}
+
+int srv_http_token_count(struct srv_http *h) {
+    return h->auth ? srv_auth_count(h->auth) : 0;
+}
+
 int srv_http_add_model(struct srv_http *h, const char *name, const struct eng_model *m,
                        const struct eng_labels *labels, struct srv_batcher *b, char *err,
                        size_t errlen) {
@@ -1084,6 +1324,10 @@ void srv_http_free(struct srv_http *h) {
         h->conns = t->next;
         free(t);
     }
+    /* After the daemon: its last closes may still hand sockets over. */
+    srv_linger_free(h->linger);
+    srv_auth_free(h->auth);
+    srv_cors_free(h->cors);
     pthread_cond_destroy(&h->reaper_cv);
     pthread_mutex_destroy(&h->conn_mu);
     free(h);

@@ -6,6 +6,9 @@
 #define HTTP_IMPL_H
 
 #include "api.h"
+#include "auth.h"
+#include "cors.h"
+#include "linger.h"
 #include "server.h"
 
 #include <jansson.h>
@@ -71,6 +74,14 @@ struct srv_http {
     struct conn_track *conns;
     pthread_t reaper;
     int reaper_started, reaper_stop; /* guarded by conn_mu */
+
+    /* Issue 13, owned here, made by srv_http_start from the config and
+     * applied once for every route by the transport: the CORS policy
+     * (NULL: --cors-origins unset), the tokens (NULL: no
+     * --auth-token-file), and the lingering-close thread. */
+    struct srv_cors *cors;
+    struct srv_auth *auth;
+    struct srv_linger *linger;
 };
 
 /* The model called name (NUL-terminated), or NULL; "" or NULL names the
@@ -91,6 +102,13 @@ typedef enum MHD_Result (*srv_handler)(struct srv_req *r);
 typedef enum MHD_Result (*srv_error_fn)(struct srv_req *r, int status, const char *code,
                                         const char *msg, const char *hname, const char *hval);
 
+/* Which routes need a bearer token once --auth-token-file is set. */
+enum srv_route_access {
+    SRV_ACCESS_TOKEN = 0, /* inference and model information */
+    SRV_ACCESS_OPEN,      /* probes (/healthz, /readyz, v2 health, /ping) and static files */
+    SRV_ACCESS_METRICS,   /* /metrics: a token unless --metrics-public on */
+};
+
 /* One row of the routing table. GET routes take no body (a small one is
  * read and dropped) and answer when the request is complete; POST routes
  * read a body within the transport's limits. */
@@ -107,6 +125,10 @@ struct srv_route_def {
     /* POST: the inference job resumed the connection (NULL: none). */
     srv_handler resumed;
     srv_error_fn error; /* the protocol's error shape; NULL: imgclassd's */
+    /* Who may call it when --auth-token-file is set. Last, and zero means
+     * a token is needed, so a route added without thinking about it is
+     * protected, not open. */
+    enum srv_route_access access;
 };
 
 #define SRV_ROUTE_MAX_PARAMS 2
@@ -150,6 +172,15 @@ struct srv_req {
     enum srv_route route;
     int admitted; /* counted in srv_http.admit; else inference gets 503 */
     int close;    /* answer with Connection: close (ambiguous framing) */
+    enum srv_route_access access; /* of the path's route (its first, for a 405) */
+    /* The CORS headers this request's answers carry (cors.h; values
+     * borrowed from libmicrohttpd's copy of the request, valid until the
+     * request completes). */
+    struct srv_cors_decision cors;
+    /* Answered when the request is complete instead of the route's
+     * handler: a preflight, or a refused token on a GET route (answering
+     * those from the headers would cost the keep-alive connection). */
+    srv_handler deferred;
     int64_t t0;
     char id[80];
     char method[16];
@@ -163,6 +194,17 @@ struct srv_req {
     uint64_t received;
     int too_large;
     int over_budget; /* --max-inflight-bytes reached: answer 503 */
+    /* Lingering close. body_declared: the request announced a body
+     * (Content-Length > 0 or Transfer-Encoding); complete: the whole of it
+     * has been read. A refusal decided mid-body discards the rest (not
+     * buffered) from refused_ns / refused_at (bytes received then) until
+     * the body ends or --linger-bytes / --linger-seconds run out; then the
+     * answer is written straight to the socket (raw_answer), since
+     * libmicrohttpd 0.9.75 cannot queue one mid-upload. */
+    int body_declared, complete;
+    int64_t refused_ns;
+    uint64_t refused_at;
+    int raw_answer;
     size_t reserved; /* bytes of the budget this request holds */
     uint64_t expect; /* Content-Length, 0 when absent (chunked) */
     int multipart;

@@ -35,9 +35,14 @@ static void raise_fd_limit(void) {
  * whichever thread the kernel picks and only writes the signal's number to
  * a pipe; main reads the pipe. Nothing is ever fatal by default: SIGTERM
  * and SIGINT start the drain (a second one ends the drain period early;
- * later ones are logged), SIGHUP, SIGUSR1 and SIGUSR2 are logged and
- * otherwise ignored. */
+ * later ones are logged), SIGHUP re-reads --auth-token-file, SIGUSR1 and
+ * SIGUSR2 are logged and otherwise ignored. */
 static int g_sig_pipe[2] = {-1, -1};
+
+/* The server, for SIGHUP's token reload; set once before any thread that
+ * handles signals starts, then only read. */
+static struct srv_http *g_http;
+static const struct srv_config *g_cfg;
 
 static void on_signal(int sig) {
     int saved = errno;
@@ -95,9 +100,31 @@ static int signal_next(int timeout_ms) {
     }
 }
 
-/* A signal that does not stop the server: logged, nothing else. */
+/* SIGHUP: the token file again. The log says how many tokens are in
+ * force, never a token. */
+static void reload_tokens(void) {
+    const struct srv_config *cfg = g_cfg;
+    if (!cfg->auth_token_file[0]) {
+        srv_log("info", "SIGHUP: no --auth-token-file; nothing to reload");
+        return;
+    }
+    char err[512];
+    int n = srv_http_reload_tokens(g_http, err, sizeof err);
+    if (n < 0)
+        srv_log("error", "SIGHUP: %s; keeping the tokens in force", err);
+    else
+        srv_log("info", "SIGHUP: reloaded %d access token%s from %s", n, n == 1 ? "" : "s",
+                cfg->auth_token_file);
+}
+
+/* A signal that does not stop the server: SIGHUP reloads the tokens,
+ * others are logged, nothing else. */
 static int is_stop(int sig) {
     if (sig == SIGTERM || sig == SIGINT) return 1;
+    if (sig == SIGHUP && g_http) {
+        reload_tokens();
+        return 0;
+    }
     srv_log("info", "%s: ignored (it has no meaning for imgclassd)", sig_name(sig));
     return 0;
 }
@@ -243,14 +270,6 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (cfg.healthcheck) return healthcheck(&cfg);
-    /* Issue 13: the flags parse, but the transport does not apply them
-     * yet; refusing to start beats running unprotected while the operator
-     * believes tokens or CORS are in force. */
-    if (cfg.auth_token_file[0] || cfg.cors_origins[0]) {
-        fprintf(stderr, "imgclassd: --auth-token-file and --cors-origins are not enforced by "
-                        "this build yet (issue 13); refusing to start\n");
-        return 2;
-    }
 
     srv_log_init(cfg.log_format);
     srv_metrics_reset();
@@ -267,6 +286,15 @@ int main(int argc, char **argv) {
     fflush(stdout);
     srv_log("info", "listening on %s port %d with %d HTTP threads", cfg.bind, srv_http_port(http),
             cfg.http_threads);
+    g_cfg = &cfg;
+    g_http = http;
+    if (cfg.auth_token_file[0])
+        srv_log("info", "access tokens: %d loaded from %s; %s need one (SIGHUP re-reads the file)",
+                srv_http_token_count(http), cfg.auth_token_file,
+                cfg.metrics_public ? "inference and model routes"
+                                   : "inference, model routes and /metrics");
+    if (cfg.cors_origins[0])
+        srv_log("info", "cross-origin requests allowed from %s", cfg.cors_origins);
 
     /* Model, labels, workers. /readyz says "starting" until all are up. */
     pthread_t watcher;

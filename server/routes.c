@@ -5,54 +5,65 @@
 
 #include <string.h>
 
-/* First match wins; the static files' catch-all comes last. */
+/* First match wins; the static files' catch-all comes last. The last
+ * column says who may call a route when --auth-token-file is set: a token
+ * for inference and model information of every protocol; the probes and
+ * the static files (the web page must load to ask for a token) are open;
+ * /metrics follows --metrics-public. */
 static const struct srv_route_def g_routes[] = {
     /* imgclassd's own API (api_imgclassd.c) */
     {"POST", "/classify", SRV_ROUTE_CLASSIFY, srv_classify_start, srv_classify_body,
-     srv_classify_resumed, NULL},
-    {"GET", "/healthz", SRV_ROUTE_HEALTHZ, NULL, srv_healthz_get, NULL, NULL},
-    {"GET", "/readyz", SRV_ROUTE_READYZ, NULL, srv_readyz_get, NULL, NULL},
-    {"GET", "/metrics", SRV_ROUTE_METRICS, NULL, srv_metrics_get, NULL, NULL},
+     srv_classify_resumed, NULL, SRV_ACCESS_TOKEN},
+    {"GET", "/healthz", SRV_ROUTE_HEALTHZ, NULL, srv_healthz_get, NULL, NULL, SRV_ACCESS_OPEN},
+    {"GET", "/readyz", SRV_ROUTE_READYZ, NULL, srv_readyz_get, NULL, NULL, SRV_ACCESS_OPEN},
+    {"GET", "/metrics", SRV_ROUTE_METRICS, NULL, srv_metrics_get, NULL, NULL, SRV_ACCESS_METRICS},
 
     /* Open Inference Protocol v2 (api_v2.c) */
-    {"GET", "/v2", SRV_ROUTE_V2, NULL, srv_v2_server_get, NULL, srv_v2_error},
-    {"GET", "/v2/health/live", SRV_ROUTE_V2, NULL, srv_v2_live_get, NULL, srv_v2_error},
-    {"GET", "/v2/health/ready", SRV_ROUTE_V2, NULL, srv_v2_ready_get, NULL, srv_v2_error},
-    {"GET", "/v2/models/{}", SRV_ROUTE_V2, NULL, srv_v2_model_get, NULL, srv_v2_error},
-    {"GET", "/v2/models/{}/versions/{}", SRV_ROUTE_V2, NULL, srv_v2_model_get, NULL,
-     srv_v2_error},
-    {"GET", "/v2/models/{}/ready", SRV_ROUTE_V2, NULL, srv_v2_model_ready_get, NULL,
-     srv_v2_error},
+    {"GET", "/v2", SRV_ROUTE_V2, NULL, srv_v2_server_get, NULL, srv_v2_error, SRV_ACCESS_TOKEN},
+    {"GET", "/v2/health/live", SRV_ROUTE_V2, NULL, srv_v2_live_get, NULL, srv_v2_error,
+     SRV_ACCESS_OPEN},
+    {"GET", "/v2/health/ready", SRV_ROUTE_V2, NULL, srv_v2_ready_get, NULL, srv_v2_error,
+     SRV_ACCESS_OPEN},
+    {"GET", "/v2/models/{}", SRV_ROUTE_V2, NULL, srv_v2_model_get, NULL, srv_v2_error,
+     SRV_ACCESS_TOKEN},
+    {"GET", "/v2/models/{}/versions/{}", SRV_ROUTE_V2, NULL, srv_v2_model_get, NULL, srv_v2_error,
+     SRV_ACCESS_TOKEN},
+    {"GET", "/v2/models/{}/ready", SRV_ROUTE_V2, NULL, srv_v2_model_ready_get, NULL, srv_v2_error,
+     SRV_ACCESS_TOKEN},
     {"GET", "/v2/models/{}/versions/{}/ready", SRV_ROUTE_V2, NULL, srv_v2_model_ready_get, NULL,
-     srv_v2_error},
-    {"GET", "/v2/models/{}/config", SRV_ROUTE_V2, NULL, srv_v2_config_get, NULL, srv_v2_error},
+     srv_v2_error, SRV_ACCESS_TOKEN},
+    {"GET", "/v2/models/{}/config", SRV_ROUTE_V2, NULL, srv_v2_config_get, NULL, srv_v2_error,
+     SRV_ACCESS_TOKEN},
     {"GET", "/v2/models/{}/versions/{}/config", SRV_ROUTE_V2, NULL, srv_v2_config_get, NULL,
-     srv_v2_error},
+     srv_v2_error, SRV_ACCESS_TOKEN},
     {"POST", "/v2/models/{}/infer", SRV_ROUTE_V2_INFER, srv_v2_infer_start, srv_v2_infer_body,
-     srv_v2_infer_resumed, srv_v2_error},
+     srv_v2_infer_resumed, srv_v2_error, SRV_ACCESS_TOKEN},
     {"POST", "/v2/models/{}/versions/{}/infer", SRV_ROUTE_V2_INFER, srv_v2_infer_start,
-     srv_v2_infer_body, srv_v2_infer_resumed, srv_v2_error},
+     srv_v2_infer_body, srv_v2_infer_resumed, srv_v2_error, SRV_ACCESS_TOKEN},
 
     /* TorchServe inference API (api_torchserve.c) */
     {"GET", "/ping", SRV_ROUTE_TORCHSERVE, NULL, srv_torchserve_ping_get, NULL,
-     srv_torchserve_error},
+     srv_torchserve_error, SRV_ACCESS_OPEN},
     {"GET", "/models", SRV_ROUTE_TORCHSERVE, NULL, srv_torchserve_models_get, NULL,
-     srv_torchserve_error},
+     srv_torchserve_error, SRV_ACCESS_TOKEN},
     {"POST", "/predictions/{}", SRV_ROUTE_PREDICTIONS, srv_torchserve_predict_start,
-     srv_torchserve_predict_body, srv_torchserve_predict_resumed, srv_torchserve_error},
+     srv_torchserve_predict_body, srv_torchserve_predict_resumed, srv_torchserve_error,
+     SRV_ACCESS_TOKEN},
     {"POST", "/predictions/{}/{}", SRV_ROUTE_PREDICTIONS, srv_torchserve_predict_start,
-     srv_torchserve_predict_body, srv_torchserve_predict_resumed, srv_torchserve_error},
+     srv_torchserve_predict_body, srv_torchserve_predict_resumed, srv_torchserve_error,
+     SRV_ACCESS_TOKEN},
 
     /* KServe v1 (api_kserve_v1.c; v2's error shape); /v1/models/{m} also
      * carries imgclassd's model details, which the web page reads */
-    {"GET", "/v1/models", SRV_ROUTE_MODELS, NULL, srv_kserve_v1_models_get, NULL, srv_v2_error},
+    {"GET", "/v1/models", SRV_ROUTE_MODELS, NULL, srv_kserve_v1_models_get, NULL, srv_v2_error,
+     SRV_ACCESS_TOKEN},
     {"POST", "/v1/models/{}:predict", SRV_ROUTE_V1_PREDICT, srv_kserve_v1_predict_start,
-     srv_kserve_v1_predict_body, srv_kserve_v1_predict_resumed, srv_v2_error},
-    {"GET", "/v1/models/{}", SRV_ROUTE_MODELS, NULL, srv_kserve_v1_model_get, NULL,
-     srv_v2_error},
+     srv_kserve_v1_predict_body, srv_kserve_v1_predict_resumed, srv_v2_error, SRV_ACCESS_TOKEN},
+    {"GET", "/v1/models/{}", SRV_ROUTE_MODELS, NULL, srv_kserve_v1_model_get, NULL, srv_v2_error,
+     SRV_ACCESS_TOKEN},
 
     /* static files (api_static.c) */
-    {"GET", "*", SRV_ROUTE_STATIC, NULL, srv_static_get, NULL, NULL},
+    {"GET", "*", SRV_ROUTE_STATIC, NULL, srv_static_get, NULL, NULL, SRV_ACCESS_OPEN},
 };
 
 /* Matches path against pattern, capturing "{}" segments into param. */

@@ -393,6 +393,16 @@ int srv_http_start(const struct srv_config *cfg, struct srv_http **out, char *er
 /* The bound port (useful with --port 0) and address as text. */
 int srv_http_port(const struct srv_http *h);
 
+/* Re-reads --auth-token-file (SIGHUP). Requests in flight are not
+ * disturbed: a check in progress finishes against the old set, every
+ * later one sees the new. Returns the number of tokens now in force, 0
+ * when no token file is configured, or -1 with a message in err (naming
+ * the file, never a token) and the old tokens kept. Thread-safe. */
+int srv_http_reload_tokens(struct srv_http *h, char *err, size_t errlen);
+
+/* Tokens in force now; 0 without --auth-token-file. Thread-safe. */
+int srv_http_token_count(struct srv_http *h);
+
 /* Publishes one loaded model under name (copied, at most 63 bytes; the
  * {m} of the protocols' URLs and /classify?model=), with its labels (may be
  * NULL) and its own batcher; all borrowed until srv_http_free. The first

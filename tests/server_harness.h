@@ -8,6 +8,7 @@
 
 #include "engine.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <dirent.h>
 #include <errno.h>
@@ -40,6 +41,18 @@ static const char *g_case = "";
 
 #define MAX_CHILDREN 32
 static volatile pid_t g_children[MAX_CHILDREN];
+
+/* A blocking TCP connection to 127.0.0.1:port, or -1. */
+__attribute__((unused)) static int loopback_connect(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
 
 __attribute__((unused)) static double now_s(void) {
     struct timespec ts;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# test_browser.sh: runs the browser test (tests/browser/test_browser.mjs) of the
-# web page in headless Debian Chromium. Installs nothing but the npm packages
+# test_browser.sh: runs the browser tests in headless Debian Chromium: the web
+# page (tests/browser/test_browser.mjs) and cross-origin calls with access
+# tokens (tests/browser/test_cors.mjs). Installs nothing but the npm packages
 # pinned in tests/browser/package-lock.json (npm ci, when they are missing or
 # older than the lock file). Prints PASS/FAIL/SKIP lines for tests/run.sh.
 set -u
@@ -34,4 +35,8 @@ if [ ! -f "$dir/node_modules/playwright-core/package.json" ] || [ "$dir/package-
     fi
 fi
 
-exec node "$dir/test_browser.mjs"
+# Both run even when the first fails; the exit status is the worse one.
+rc=0
+node "$dir/test_browser.mjs" || rc=1
+node "$dir/test_cors.mjs" || rc=1
+exit $rc

@@ -58,17 +58,6 @@ struct soak_ctx {
     char why[256];
 };
 
-static int raw_connect(int port) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 static void expect(struct soak_ctx *c, const struct resp *r, long status, const char *code) {
     const char *why = status == 200 ? (r->rc == CURLE_OK && r->status == 200 ? NULL : "not 200")
                                     : check_error(r, status, code);
@@ -144,7 +133,7 @@ static void *soak_main(void *arg) {
             do_request(&r, url, &g);
             expect(c, &r, 200, NULL);
         } else { /* a client that goes away: mid-body, or after sending */
-            int fd = raw_connect(c->s->port);
+            int fd = loopback_connect(c->s->port);
             if (fd >= 0) {
                 char h[256];
                 int n = snprintf(h, sizeof h,

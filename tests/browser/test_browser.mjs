@@ -5,11 +5,11 @@
 // "SKIP browser.<case>: why" (tests/run.sh counts them). Screenshots go to
 // build/browser.png (desktop), build/browser-phone.png (phone width) and
 // build/browser-errors.png (error states).
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startServer as startImgclassd, waitReady } from './imgclassd.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..', '..');
@@ -55,53 +55,16 @@ async function runCase(name, fn) {
 // ---------------------------------------------------------------------------
 // The server
 
-let server = null;
-let serverLog = '';
+let server = null; // a Server from imgclassd.mjs
 
-function startServer() {
-    return new Promise((resolve, reject) => {
-        const args = ['--model', 'random:resnet50', '--port', '0', '--bind', '127.0.0.1',
-            '--static-dir', path.join(ROOT, 'static'), '--drain-seconds', '0'];
-        server = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-        let out = '';
-        const timer = setTimeout(() => reject(new Error('no port printed within 60 s')), 60_000);
-        server.on('error', (e) => { clearTimeout(timer); reject(e); });
-        server.on('exit', (code, sig) => {
-            clearTimeout(timer);
-            reject(new Error(`server exited (${code ?? sig}) before it printed a port: ${serverLog.slice(-400)}`));
-        });
-        server.stderr.on('data', (d) => { serverLog = (serverLog + d).slice(-20000); });
-        server.stdout.on('data', (d) => {
-            out += d;
-            const m = out.match(/listening on \S*?:(\d+)/);
-            if (m) {
-                clearTimeout(timer);
-                resolve(Number(m[1]));
-            }
-        });
-    });
+async function startServer() {
+    const r = await startImgclassd(BIN, ['--model', 'random:resnet50',
+        '--static-dir', path.join(ROOT, 'static'), '--drain-seconds', '0'], (sv) => { server = sv; });
+    return r.port;
 }
 
 function stopServer() {
-    if (server && server.exitCode === null && server.signalCode === null) {
-        server.kill('SIGKILL');
-    }
-}
-
-async function waitReady(base) {
-    const deadline = Date.now() + 120_000;
-    let last = '';
-    while (Date.now() < deadline) {
-        try {
-            const r = await fetch(`${base}/readyz`);
-            if (r.status === 200) return;
-            last = `status ${r.status}`;
-        } catch (e) {
-            last = e.message;
-        }
-        await new Promise((res) => setTimeout(res, 250));
-    }
-    throw new Error(`/readyz not 200 within 120 s (${last})`);
+    if (server) server.stop();
 }
 
 // ---------------------------------------------------------------------------
@@ -616,6 +579,7 @@ main()
     .finally(() => {
         clearTimeout(watchdog);
         stopServer();
+        const serverLog = server ? server.log() : '';
         if (failures && serverLog) {
             console.log(`# last server log lines:\n${serverLog.split('\n').slice(-15).map((l) => `#   ${l}`).join('\n')}`);
         }
