@@ -120,6 +120,8 @@ json_t *srv_model_details(const struct srv_http *h, const struct srv_model *md) 
         json_string(in->preproc.interp == ENG_INTERP_BICUBIC ? "bicubic" : "bilinear"));
     json_object_set_new(pp, "mean", float3(in->preproc.mean));
     json_object_set_new(pp, "std", float3(in->preproc.std));
+    enum eng_decode dec = c->decode >= 0 ? (enum eng_decode)c->decode : in->preproc.decode;
+    json_object_set_new(pp, "decode", json_string(dec == ENG_DECODE_EXACT ? "exact" : "fast"));
     json_object_set_new(m, "preprocessing", pp);
     json_t *b = json_object();
     json_object_set_new(b, "max_batch", json_integer(c->max_batch));

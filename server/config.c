@@ -29,6 +29,7 @@ enum opt_type {
     OPT_KERNEL, /* enum eng_kernel: auto|avx512|openblas */
     OPT_MODEL,  /* appends to models[] (repeatable); the first is also model */
     OPT_PRECISION, /* enum eng_precision: fp32|int8 */
+    OPT_DECODE,    /* enum eng_decode: fast|exact */
 };
 
 struct opt {
@@ -62,6 +63,10 @@ static const struct opt opts[] = {
      "inference threads, each with its own context (0 = one per CPU)"},
     {"engine-threads", OPT_INT, F(engine_threads), 0, 1024, "N",
      "engine compute threads shared by all workers (0 = one per CPU)"},
+    {"decode", OPT_DECODE, F(decode), 0, 0, "model|fast|exact",
+     "JPEG decoding: fast (large photos at a reduced DCT scale, EXIF orientation applied), exact "
+     "(torchvision's pipeline: full size, orientation ignored), or model (the weights' sidecar "
+     "\"decode\", else fast)"},
     {"kernel", OPT_KERNEL, F(kernel), 0, 0, "auto|avx512|openblas",
      "convolution kernels: AVX-512 (Winograd + packed GEMM) when the CPU has it, or OpenBLAS"},
     {"max-batch", OPT_INT, F(max_batch), 1, 1024, "N", "largest batch a worker runs"},
@@ -133,6 +138,7 @@ void srv_config_default(struct srv_config *c) {
     c->max_body_bytes = 16 << 20;
     c->max_pixels = 40000000;
     c->max_files = 16;
+    c->decode = -1;
     c->max_decode_work = 16000000;
     c->max_request_decode_work = 32000000;
     c->max_decode_memory = (int64_t)192 << 20;
@@ -259,6 +265,15 @@ static int set_opt(struct srv_config *c, const struct opt *o, const char *val, c
         }
         return 0;
     }
+    case OPT_DECODE:
+        if (strcmp(val, "model") && strcmp(val, "fast") && strcmp(val, "exact")) {
+            snprintf(err, errlen, "%s: expected model, fast or exact, got '%.64s'", where, val);
+            return -1;
+        }
+        *(int *)field = !strcmp(val, "model")  ? -1
+                        : !strcmp(val, "fast") ? ENG_DECODE_FAST
+                                               : ENG_DECODE_EXACT;
+        return 0;
     case OPT_KERNEL:
         for (int k = 0; k < 3; k++)
             if (!strcmp(val, srv_kernel_name(k))) {
@@ -403,6 +418,10 @@ void srv_config_usage(FILE *f) {
             break;
         case OPT_KERNEL:
             snprintf(def, sizeof def, "%s", srv_kernel_name(d.kernel));
+            break;
+        case OPT_DECODE:
+            snprintf(def, sizeof def, "%s",
+                     d.decode < 0 ? "model" : d.decode == ENG_DECODE_EXACT ? "exact" : "fast");
             break;
         }
         fprintf(f, "  %-28s %s\n", left, o->help);

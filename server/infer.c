@@ -146,8 +146,12 @@ static void decode_image(struct srv_req *r, struct srv_img *im, float *out) {
     lim.check_arg = im;
     int64_t t0 = srv_now_ns();
     enum eng_status st = eng_image_probe(data, len, &lim, &info, msg, sizeof msg);
-    if (st == ENG_OK)
-        st = eng_image_preprocess(data, len, &r->model->info->preproc, &lim, out, msg, sizeof msg);
+    if (st == ENG_OK) {
+        /* The model's preprocessing, decoded as --decode says. */
+        struct eng_preproc pp = r->model->info->preproc;
+        if (h->cfg->decode >= 0) pp.decode = (enum eng_decode)h->cfg->decode;
+        st = eng_image_preprocess(data, len, &pp, &lim, out, msg, sizeof msg);
+    }
     r->decode_used += im->decode_blocks;
     im->decode_s = (srv_now_ns() - t0) * 1e-9;
     if (st == ENG_OK) {

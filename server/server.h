@@ -50,6 +50,7 @@ struct srv_config {
     int workers;                    /* --workers: inference threads, one eng_ctx each */
     int engine_threads;             /* --engine-threads: the engine's compute pool */
     enum eng_kernel kernel;         /* --kernel auto|avx512|openblas */
+    int decode;                     /* --decode: enum eng_decode, or -1 = the model's */
     int max_batch;                  /* --max-batch */
     int batch_timeout_us;           /* --batch-timeout-us */
     int queue_limit;                /* --queue-limit: images waiting for a worker */

@@ -102,6 +102,7 @@ static void test_errors_name_the_flag(void) {
         {{"--batch-timeout-us", "-5"}, "--batch-timeout-us"},
         {{"--log-format", "xml"}, "--log-format"},
         {{"--access-log", "maybe"}, "--access-log"},
+        {{"--decode", "slow"}, "--decode"},
         {{"--bind", "localhost"}, "--bind"},
         {{"--model", ""}, "--model"},
         {{"--workers"}, "--workers"},
@@ -284,6 +285,17 @@ static void test_access_flags(void) {
     CHECK(parse(&c, neg) == -1 && strstr(err, "--linger-seconds"), "%s", err);
 }
 
+/* --decode: the model's own setting by default, or fast/exact for all. */
+static void test_decode_flag(void) {
+    struct srv_config c;
+    const char *none[] = {NULL};
+    CHECK(parse(&c, none) == 0 && c.decode == -1, "%s", err);
+    const char *exact[] = {"--decode", "exact", NULL};
+    CHECK(parse(&c, exact) == 0 && c.decode == ENG_DECODE_EXACT, "%s", err);
+    const char *fast[] = {"--decode", "fast", NULL};
+    CHECK(parse(&c, fast) == 0 && c.decode == ENG_DECODE_FAST, "%s", err);
+}
+
 static void test_model_specs(void) {
     struct srv_model_spec ms;
     char msg[256];
@@ -323,5 +335,6 @@ int main(void) {
     RUN(test_usage_lists_everything);
     RUN(test_metrics_render);
     RUN(test_access_flags);
+    RUN(test_decode_flag);
     return t_done();
 }

@@ -1510,7 +1510,8 @@ static void test_config_errors(void) {
 static void test_env_config(void) {
     struct server s;
     char why[512];
-    const char *envs[] = {"IMGCLASSD_MAX_BATCH=3", "IMGCLASSD_QUEUE_LIMIT=77", NULL};
+    const char *envs[] = {"IMGCLASSD_MAX_BATCH=3", "IMGCLASSD_QUEUE_LIMIT=77",
+                          "IMGCLASSD_DECODE=exact", NULL};
     CHECK(server_spawn(&s, NULL, envs, 1, why, sizeof why) == 0, "%s", why);
     struct resp r;
     get(&r, &s, "/v1/models/resnet18");
@@ -1518,10 +1519,14 @@ static void test_env_config(void) {
     json_t *b = json_object_get(j, "batching");
     long long mb = json_integer_value(json_object_get(b, "max_batch"));
     long long ql = json_integer_value(json_object_get(b, "queue_limit"));
+    const char *dec =
+        json_string_value(json_object_get(json_object_get(j, "preprocessing"), "decode"));
+    int exact = dec && !strcmp(dec, "exact");
     json_decref(j);
     resp_free(&r);
     int rc = server_stop(&s);
     CHECK(mb == 3 && ql == 77, "env not applied: max_batch %lld queue_limit %lld", mb, ql);
+    CHECK(exact, "IMGCLASSD_DECODE=exact not reported by /v1/models/resnet18");
     CHECK(rc == 0, "exit status %d", rc);
 }
 
