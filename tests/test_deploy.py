@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """test_deploy.py: the deployment files agree with each other and with the
-binary. Parses deploy/k8s/*.yaml, deploy/docker-compose.yml,
+binary. Parses deploy/k8s/*.yaml, deploy/kserve/*.yaml, deploy/docker-compose.yml,
 deploy/prometheus.yml and docker/Dockerfile; checks every flag and
 IMGCLASSD_* variable they use against `imgclassd --help` (and that the binary
 accepts their values), ports, probe paths, selectors, shutdown timing and
 resources; then starts the binary with the Deployment's own arguments and
-environment and probes the paths the manifests name. Prints PASS/FAIL/SKIP
+environment (and again with the KServe InferenceService's) and probes the
+paths the manifests name. Prints PASS/FAIL/SKIP
 lines for tests/run.sh; cases that need build/imgclassd are skipped, saying
 so, when it has not been built. The binary is $IMGCLASSD_BIN (default
 build/imgclassd)."""
@@ -24,6 +25,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("IMGCLASSD_BIN", os.path.join(ROOT, "build", "imgclassd"))
 K8S = os.path.join(ROOT, "deploy", "k8s")
+KSERVE = os.path.join(ROOT, "deploy", "kserve")
 COMPOSE = os.path.join(ROOT, "deploy", "docker-compose.yml")
 PROMETHEUS = os.path.join(ROOT, "deploy", "prometheus.yml")
 DOCKERFILE = os.path.join(ROOT, "docker", "Dockerfile")
@@ -73,20 +75,27 @@ except ImportError:
     yaml = None
 
 docs = {}  # kind -> object (one of each kind)
+kdocs = {}  # the same for deploy/kserve
 compose = prom = None
 load_error = None
 
 
-def load():
-    global compose, prom
-    for path in sorted(glob.glob(os.path.join(K8S, "*.yaml"))):
+def load_dir(folder, into):
+    """Every document of folder/*.yaml into `into`, by kind (one of each)."""
+    for path in sorted(glob.glob(os.path.join(folder, "*.yaml"))):
         with open(path) as f:
             for d in yaml.safe_load_all(f):
                 if d is None:
                     continue
                 check(isinstance(d, dict) and "kind" in d, "%s: a document without kind" % path)
-                check(d["kind"] not in docs, "%s: a second %s" % (path, d["kind"]))
-                docs[d["kind"]] = d
+                check(d["kind"] not in into, "%s: a second %s" % (path, d["kind"]))
+                into[d["kind"]] = d
+
+
+def load():
+    global compose, prom
+    load_dir(K8S, docs)
+    load_dir(KSERVE, kdocs)
     with open(COMPOSE) as f:
         compose = yaml.safe_load(f)
     with open(PROMETHEUS) as f:
@@ -241,23 +250,24 @@ def container():
     return cs[0]
 
 
-def k8s_env():
+def k8s_env(c=None):
+    """A container's literal env (the Deployment's unless c is given)."""
     env = {}
-    for e in container().get("env", []):
+    for e in (c or container()).get("env", []):
         check("value" in e, "env %s has no literal value" % e.get("name"))
         env[e["name"]] = e["value"]
     return env
 
 
-def k8s_args():
-    c = container()
+def k8s_args(c=None):
+    c = c or container()
     check("command" not in c, "command overrides the image's ENTRYPOINT")
     return [str(a) for a in c.get("args", [])]
 
 
-def container_port(ref):
+def container_port(ref, c=None):
     """Resolves a probe/Service port (name or number) to the container's port number."""
-    for p in container().get("ports", []):
+    for p in (c or container()).get("ports", []):
         if ref == p.get("name") or ref == p.get("containerPort"):
             return p["containerPort"]
     raise Fail("port %r is not a port of the container" % (ref,))
@@ -284,22 +294,30 @@ def test_parse():
     check(dockerfile(), "empty Dockerfile")
 
 
-def test_k8s_flags():
-    """Every flag and variable the Deployment uses exists, with values the binary accepts."""
+def check_flags(args, env, where):
+    """Every flag and variable exists, with values the binary accepts."""
     need_binary()
-    args, env = k8s_args(), k8s_env()
     parse_args(args)
-    check_env(env, "Deployment env")
-    accepted(args, env, "Deployment args/env")
+    check_env(env, "%s env" % where)
+    accepted(args, env, "%s args/env" % where)
+
+
+def test_k8s_flags():
+    check_flags(k8s_args(), k8s_env(), "Deployment")
+
+
+def the_port(c):
+    """The container's one port, which must be the one the binary listens on."""
+    need_binary()
+    port = int(setting("port", parse_args(k8s_args(c)), k8s_env(c)))
+    ports = c.get("ports", [])
+    check([p["containerPort"] for p in ports] == [port],
+          "containerPort %s, the binary listens on %d" % ([p["containerPort"] for p in ports], port))
+    return port, ports
 
 
 def test_k8s_ports():
-    need_binary()
-    args, env = parse_args(k8s_args()), k8s_env()
-    port = int(setting("port", args, env))
-    ports = container().get("ports", [])
-    check([p["containerPort"] for p in ports] == [port],
-          "containerPort %s, the binary listens on %d" % ([p["containerPort"] for p in ports], port))
+    port, _ = the_port(container())
     svc = docs["Service"]["spec"]["ports"]
     for p in svc:
         check(container_port(p["targetPort"]) == port, "Service targetPort %r" % p["targetPort"])
@@ -463,22 +481,37 @@ def get(url):
         return e.code, e.read()
 
 
-def test_live_probes():
-    """The binary, started with the Deployment's args and env (random weights,
-    an ephemeral port), answers every path the manifests and compose probe."""
-    need_binary()
-    # --model is repeatable (several models): the manifest's weights file is
-    # replaced by random weights, not served beside them.
-    k = k8s_args()
-    if "--model" in k:
-        i = k.index("--model")
-        k = k[:i] + k[i + 2:]
-    args = k + ["--model", "random:resnet18", "--port", "0", "--bind", "127.0.0.1",
-                         "--drain-seconds", "1", "--static-dir", ""]
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    env.update(k8s_env())
+def without_model(args):
+    """args without their --model flags: --model is repeatable (several
+    models), so the manifest's weights file is replaced by random weights,
+    not served beside them."""
+    out, i = [], 0
+    while i < len(args):
+        a = args[i]
+        if a == "--model":
+            i += 2
+            continue
+        if a.startswith("--model="):
+            i += 1
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+def serve(args, env, probe):
+    """Starts the binary with args (plus random weights unless args name
+    their own, an ephemeral loopback port and a short drain) and env, waits
+    for /readyz, calls probe(base_url, port), then checks that SIGTERM ends
+    it with status 0."""
+    args = list(args)
+    if "--model" not in args:
+        args += ["--model", "random:resnet18"]
+    args += ["--port", "0", "--bind", "127.0.0.1", "--drain-seconds", "1", "--static-dir", ""]
+    e = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    e.update({k: str(v) for k, v in env.items()})
     log = tempfile.TemporaryFile()
-    p = subprocess.Popen([BIN] + args, env=env, stdout=subprocess.PIPE, stderr=log)
+    p = subprocess.Popen([BIN] + args, env=e, stdout=subprocess.PIPE, stderr=log)
 
     def tail():
         log.seek(0)
@@ -489,26 +522,13 @@ def test_live_probes():
         m = re.search(r":(\d+)\s*$", line)
         check(m, "no port line on stdout: %r" % line)
         base = "http://127.0.0.1:%s" % m.group(1)
-        c = container()
-        paths = {c[k]["httpGet"]["path"] for k in ["startupProbe", "readinessProbe", "livenessProbe"]}
-        paths.add(pod()["metadata"]["annotations"]["prometheus.io/path"])
         deadline = time.monotonic() + 120
         while get(base + "/readyz")[0] != 200:
             if p.poll() is not None:
                 raise Fail("the server exited with status %d: %s" % (p.returncode, tail()))
             check(time.monotonic() < deadline, "/readyz not 200 within 120 s")
             time.sleep(0.2)
-        for path in sorted(paths):
-            code, body = get(base + path)
-            check(code == 200, "GET %s answered %d" % (path, code))
-        code, body = get(base + "/metrics")
-        check(b"imgclassd_requests_total" in body, "/metrics has no imgclassd_requests_total")
-        # The image's HEALTHCHECK command, pointed at this port the way the
-        # manifests set it: by IMGCLASSD_PORT.
-        hc = subprocess.run([BIN, "--healthcheck"], env=dict(env, IMGCLASSD_PORT=m.group(1),
-                            IMGCLASSD_BIND="127.0.0.1"), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, timeout=30)
-        check(hc.returncode == 0, "--healthcheck exited %d: %s" % (hc.returncode, hc.stdout))
+        probe(base, m.group(1), e)
         p.send_signal(signal.SIGTERM)
         rc = p.wait(timeout=60)
         check(rc == 0, "exit status %d after SIGTERM: %s" % (rc, tail()))
@@ -518,6 +538,180 @@ def test_live_probes():
             p.wait()
         p.stdout.close()
         log.close()
+
+
+def test_live_probes():
+    """The binary, started with the Deployment's args and env (random weights,
+    an ephemeral port), answers every path the manifests and compose probe."""
+    need_binary()
+
+    def probe(base, port, env):
+        c = container()
+        paths = {c[k]["httpGet"]["path"] for k in ["startupProbe", "readinessProbe", "livenessProbe"]}
+        paths.add(pod()["metadata"]["annotations"]["prometheus.io/path"])
+        for path in sorted(paths):
+            code, body = get(base + path)
+            check(code == 200, "GET %s answered %d" % (path, code))
+        code, body = get(base + "/metrics")
+        check(b"imgclassd_requests_total" in body, "/metrics has no imgclassd_requests_total")
+        # The image's HEALTHCHECK command, pointed at this port the way the
+        # manifests set it: by IMGCLASSD_PORT.
+        hc = subprocess.run([BIN, "--healthcheck"], env=dict(env, IMGCLASSD_PORT=port,
+                            IMGCLASSD_BIND="127.0.0.1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, timeout=30)
+        check(hc.returncode == 0, "--healthcheck exited %d: %s" % (hc.returncode, hc.stdout))
+
+    serve(without_model(k8s_args()), k8s_env(), probe)
+
+
+# ---------------------------------------------------------------------------
+# KServe (deploy/kserve/): an InferenceService with a custom predictor
+# ---------------------------------------------------------------------------
+
+
+def isvc():
+    check("InferenceService" in kdocs, "no InferenceService in deploy/kserve")
+    return kdocs["InferenceService"]
+
+
+def kcontainer():
+    cs = isvc()["spec"]["predictor"].get("containers", [])
+    check(len(cs) == 1, "expected one predictor container, found %d" % len(cs))
+    return cs[0]
+
+
+def kserve_env():
+    return k8s_env(kcontainer())
+
+
+def kserve_args():
+    return k8s_args(kcontainer())
+
+
+def kserve_model_names(args):
+    """The names the binary gives the manifest's models: NAME=SPEC, else the
+    architecture (read from the weights file's name, resnetD)."""
+    names, i = [], 0
+    while i < len(args):
+        if args[i] == "--model" or args[i].startswith("--model="):
+            spec = args[i][8:] if args[i].startswith("--model=") else args[i + 1]
+            name, eq, rest = spec.partition("=")
+            if not eq:
+                m = re.search(r"resnet\d+", spec)
+                check(m, "cannot tell the name of --model %s; give it NAME=" % spec)
+                name = m.group(0)
+            names.append(name)
+        i += 1
+    return names
+
+
+def test_kserve_parse():
+    d = isvc()
+    check(d.get("apiVersion") == "serving.kserve.io/v1beta1", "apiVersion %r" % d.get("apiVersion"))
+    check(set(kdocs) == {"InferenceService"}, "deploy/kserve has %s" % sorted(kdocs))
+    pred = d["spec"]["predictor"]
+    c = kcontainer()
+    check(c.get("name") == "kserve-container", "predictor container named %r, KServe expects "
+          "kserve-container" % c.get("name"))
+    check(kserve_env().get("PROTOCOL") == "v2", "PROTOCOL %r: the predictor must declare v2" %
+          kserve_env().get("PROTOCOL"))
+    check(c.get("image") == container().get("image"), "image %r, the Deployment runs %r" %
+          (c.get("image"), container().get("image")))
+    check(pred.get("minReplicas", 1) >= 1 and pred.get("maxReplicas", 1) >= pred.get("minReplicas", 1),
+          "replicas %r..%r" % (pred.get("minReplicas"), pred.get("maxReplicas")))
+    check(os.path.exists(os.path.join(KSERVE, "README.md")), "no deploy/kserve/README.md")
+
+
+def test_kserve_flags():
+    check_flags(kserve_args(), kserve_env(), "InferenceService")
+    check(kserve_model_names(kserve_args()), "the predictor names no --model")
+
+
+def test_kserve_ports():
+    port, ports = the_port(kcontainer())
+    check(ports[0].get("name") in (None, "http1"), "port name %r: Knative wants http1 for "
+          "HTTP/1.1" % ports[0].get("name"))
+    ann = isvc()["metadata"].get("annotations", {})
+    if "prometheus.kserve.io/port" in ann:
+        check(str(ann["prometheus.kserve.io/port"]) == str(port), "prometheus.kserve.io/port %r" %
+              ann["prometheus.kserve.io/port"])
+    if "prometheus.kserve.io/path" in ann:
+        check(ann["prometheus.kserve.io/path"] == "/metrics", "prometheus.kserve.io/path %r" %
+              ann["prometheus.kserve.io/path"])
+
+
+def test_kserve_probes():
+    c = kcontainer()
+    for kind, path in [("readinessProbe", "/v2/health/ready"), ("livenessProbe", "/v2/health/live")]:
+        p = c.get(kind)
+        check(p and p.get("httpGet", {}).get("path") == path, "%s must GET %s: %r" % (kind, path, p))
+        if "port" in p["httpGet"]:
+            container_port(p["httpGet"]["port"], c)
+
+
+def test_kserve_resources():
+    """Resources, shutdown timing and security context as in deploy/k8s."""
+    need_binary()
+    c = kcontainer()
+    check(c.get("resources") == container().get("resources"), "resources %r, the Deployment has "
+          "%r" % (c.get("resources"), container().get("resources")))
+    cpus = cpu_count(c["resources"]["limits"]["cpu"])
+    args, env = parse_args(kserve_args()), kserve_env()
+    for f in ["workers", "http-threads", "engine-threads", "blas-threads"]:
+        if f not in flags:
+            continue
+        n = int(setting(f, args, env))
+        check(n == 0 or n <= cpus, "--%s %d is more than the %g CPUs of the limit" % (f, n, cpus))
+    drain = int(setting("drain-seconds", args, env))
+    req = int(setting("request-timeout-ms", args, env)) / 1000
+    timeout = isvc()["spec"]["predictor"].get("timeout", 300)
+    check(timeout > drain + req, "predictor timeout %d <= drain %d s + request timeout %.0f s" %
+          (timeout, drain, req))
+    sc = c.get("securityContext", {})
+    check(sc.get("runAsNonRoot") is True, "runAsNonRoot %r" % sc.get("runAsNonRoot"))
+    user = [r for k, r in dockerfile() if k == "USER"][-1].split(":")[0]
+    check(str(sc.get("runAsUser")) == user, "runAsUser %r, the image's USER is %s" %
+          (sc.get("runAsUser"), user))
+    check(sc.get("readOnlyRootFilesystem") is True, "the root filesystem is writable")
+    check(sc.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation %r" %
+          sc.get("allowPrivilegeEscalation"))
+
+
+def test_kserve_live():
+    """The binary, started with the InferenceService's args and env (its model
+    names on random weights), answers the probe paths with 200, reports the
+    models ready under /v2/models/{m}/ready and listens on the port the
+    manifest names (by IMGCLASSD_PORT, checked with --healthcheck)."""
+    need_binary()
+    raw = kserve_args()
+    names = kserve_model_names(raw)
+    args = without_model(raw)
+    for n in names:
+        args += ["--model", "%s=random:resnet18" % n]
+    env = kserve_env()
+
+    def probe(base, port, e):
+        c = kcontainer()
+        paths = {c[k]["httpGet"]["path"] for k in ["readinessProbe", "livenessProbe"]}
+        ann = isvc()["metadata"].get("annotations", {})
+        if "prometheus.kserve.io/path" in ann:
+            paths.add(ann["prometheus.kserve.io/path"])
+        paths.add("/v2")
+        for n in names:
+            paths.add("/v2/models/%s/ready" % n)
+            paths.add("/v2/models/%s" % n)
+        for path in sorted(paths):
+            code, body = get(base + path)
+            check(code == 200, "GET %s answered %d: %r" % (path, code, body[:200]))
+        import json
+        check(json.loads(get(base + "/v2/health/ready")[1]) == {"ready": True}, "/v2/health/ready body")
+        check(json.loads(get(base + "/v2/health/live")[1]) == {"live": True}, "/v2/health/live body")
+        hc = subprocess.run([BIN, "--healthcheck"], env=dict(e, IMGCLASSD_PORT=port,
+                            IMGCLASSD_BIND="127.0.0.1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, timeout=30)
+        check(hc.returncode == 0, "--healthcheck exited %d: %s" % (hc.returncode, hc.stdout))
+
+    serve(args, env, probe)
 
 
 def main():
@@ -533,7 +727,8 @@ def main():
         return 1
     for t in [test_k8s_flags, test_k8s_ports, test_k8s_probes, test_k8s_shutdown,
               test_k8s_resources, test_k8s_selectors, test_compose, test_dockerfile,
-              test_live_probes]:
+              test_live_probes, test_kserve_parse, test_kserve_flags, test_kserve_ports,
+              test_kserve_probes, test_kserve_resources, test_kserve_live]:
         case(t)
     return 1 if failed else 0
 
