@@ -1297,6 +1297,78 @@ static void test_fifo_model(void) {
     unlink(fifo);
 }
 
+/* Issue 12.7: hostile bodies for the standard protocols' parsers (v2 JSON,
+ * the binary-data header, base64, KServe v1 instances, TorchServe): each
+ * gets 400 (413 for a shape too large to hold, 415 for a GIF) in its
+ * protocol's own error shape, and the server
+ * stays healthy. */
+static void test_protocol_parsers_hostile(void) {
+    NEED_SERVER();
+/* The JSON header of a binary request whose one input claims 1 MB of binary
+ * data; the body then carries 5 bytes. */
+#define BIN_JSON                                                                                   \
+    "{\"inputs\":[{\"name\":\"input\",\"shape\":[1],\"datatype\":\"BYTES\",\"parameters\":"            \
+    "{\"binary_data_size\":1000000}}]}"
+    static const char big_b64[] = "{\"inputs\":[{\"name\":\"input\",\"shape\":[1],\"datatype\":"
+                                  "\"BYTES\",\"data\":[\"@@@@\"]}]}";
+    struct {
+        const char *name, *path, *ihcl, *body;
+        long status;
+        int shape; /* 0: v2/KServe {"error": "..."}, 1: TorchServe {"code","type","message"} */
+    } cases[] = {
+        {"v2 truncated JSON", "/v2/models/resnet18/infer", NULL, "{\"inputs\":[", 400, 0},
+        {"v2 not an object", "/v2/models/resnet18/infer", NULL, "[1,2,3]", 400, 0},
+        {"v2 bad base64", "/v2/models/resnet18/infer", NULL, big_b64, 400, 0},
+        {"v2 shape lies", "/v2/models/resnet18/infer", NULL,
+         "{\"inputs\":[{\"name\":\"input\",\"shape\":[3],\"datatype\":\"BYTES\",\"data\":[\"/9j/\"]}]}",
+         400, 0},
+        {"v2 huge shape", "/v2/models/resnet18/infer", NULL,
+         "{\"inputs\":[{\"name\":\"input\",\"shape\":[4611686018427387904,4],\"datatype\":\"FP32\","
+         "\"data\":[1]}]}",
+         413, 0},
+        {"v2 header length past the body", "/v2/models/resnet18/infer",
+         "Inference-Header-Content-Length: 99999", "{}", 400, 0},
+        {"v2 header length not a number", "/v2/models/resnet18/infer",
+         "Inference-Header-Content-Length: -5", "{}", 400, 0},
+        {"v2 binary size past the body", "/v2/models/resnet18/infer", "", BIN_JSON "\x05", 400, 0},
+        {"KServe v1 bad base64", "/v1/models/resnet18:predict", NULL,
+         "{\"instances\":[{\"b64\":\"!!\"}]}", 400, 0},
+        {"KServe v1 no instances", "/v1/models/resnet18:predict", NULL, "{\"inputs\":1}", 400, 0},
+        {"TorchServe not a JPEG", "/predictions/resnet18", NULL, "GIF89a........", 415, 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char url[256];
+        snprintf(url, sizeof url, "%s%s", g_srv.base, cases[i].path);
+        size_t blen = strlen(cases[i].body);
+        char ihcl[64];
+        const char *ih = cases[i].ihcl;
+        if (ih && !*ih) { /* the binary case: header length = the JSON's */
+            snprintf(ihcl, sizeof ihcl, "Inference-Header-Content-Length: %zu",
+                     strlen(BIN_JSON));
+            ih = ihcl;
+        }
+        const char *hdrs[] = {"Content-Type: application/json", ih, NULL};
+        struct req_opts o = {.method = "POST", .body = cases[i].body, .len = blen, .hdrs = hdrs};
+        struct resp r;
+        do_request(&r, url, &o);
+        g_bad_inputs++;
+        json_t *j = resp_json(&r);
+        int shaped = cases[i].shape == 0
+                         ? json_is_string(json_object_get(j, "error"))
+                         : json_is_integer(json_object_get(j, "code")) &&
+                               json_is_string(json_object_get(j, "type")) &&
+                               json_is_string(json_object_get(j, "message"));
+        json_decref(j);
+        char body[200];
+        snprintf(body, sizeof body, "%.190s", r.body ? r.body : "");
+        long st = r.status;
+        resp_free(&r);
+        CHECK(st == cases[i].status && shaped, "%s: %ld %s", cases[i].name, st, body);
+        const char *e = still_healthy(&g_srv);
+        CHECK(!e, "after %s: %s", cases[i].name, e);
+    }
+}
+
 /* Issue 14.2: connections that send only the headers of uploads as large
  * as allowed, and then nothing, reserve no body budget: a real client
  * beside 16 of them is served 200, and the budget gauge stays at 0. */
@@ -1615,6 +1687,7 @@ int main(int argc, char **argv) {
     RUN_T(test_half_close, 120);
     RUN_T(test_ambiguous_framing, 120);
     RUN_T(test_smaller_holes, 120);
+    RUN_T(test_protocol_parsers_hostile, 120);
 
     int rc = server_stop(&g_srv);
     if (g_srv_up) {
