@@ -31,14 +31,18 @@ def merge_torch(rounds):
     return dict(rounds[0], runs=runs, best=best, rounds=len(rounds))
 
 
+def best_server(rows, kind):
+    """loadgen's runs of one kind of server, each client count at its best round."""
+    return best_of_rounds([r["data"] for r in rows if r["kind"] == kind], lambda r: r["clients"])
+
+
 def summarise(rows):
     def cfg(e):
         return (e["batch"], e["workers"], e["threads"], e.get("kernel"))
     engine = best_of_rounds([r["data"] for r in rows if r["kind"] == "engine"], cfg)
     portable = best_of_rounds([r["data"] for r in rows if r["kind"] == "engine_portable"], cfg)
     torch = merge_torch([r["data"] for r in rows if r["kind"] == "torch"])
-    server = best_of_rounds([r["data"] for r in rows if r["kind"] == "server"],
-                            lambda r: r["clients"])
+    server = best_server(rows, "server")
     rss = next(r["data"]["peak_rss_bytes"] for r in rows if r["kind"] == "server_rss")
     sat = max(engine, key=lambda e: e["images_per_s"])
     # idle single-image latency: one image, all cores on it
@@ -69,20 +73,46 @@ def summarise(rows):
                         lambda r: r["batch"])
     peaks = [r["data"] for r in rows if r["kind"] == "peak"]
     peak = {k: max(p[k] for p in peaks) for k in peaks[0]} if peaks else {}
+    tq_best = max(tq, key=lambda r: r["images_per_s"]) if tq else None
     if int8 and tq:
         sat8 = max(int8, key=lambda e: e["images_per_s"])
         single8 = min((e for e in int8 if e["batch"] == 1), key=lambda e: e["batch_latency_p50_ms"])
-        tq_best = max(tq, key=lambda r: r["images_per_s"])
         tq_b1 = next(r for r in tq if r["batch"] == 1)
         targets["int8_vs_torch_int8"] = (sat8["images_per_s"] / tq_best["images_per_s"], ">=", 1.25)
         targets["int8_vs_engine_fp32"] = (sat8["images_per_s"] / sat["images_per_s"], ">=", 2.5)
         targets["int8_single_latency_ms_vs_torch_int8_b1"] = (single8["batch_latency_p50_ms"], "<=",
                                                              tq_b1["batch_latency_ms"])
+    # the server in int8 against PyTorch int8's engine-only best and against
+    # the server in fp32 at the same client count; keyed by the client count
+    # as a string, as bench.json has it
+    server8 = best_server(rows, "server_int8")
+    rss8 = next((r["data"]["peak_rss_bytes"] for r in rows if r["kind"] == "server_int8_rss"), None)
+    ratios8 = {}
+    for sv in server8:
+        fp32 = by_clients.get(sv["clients"])
+        ratios8[str(sv["clients"])] = {
+            "vs_torch_int8_best": sv["images_per_s"] / tq_best["images_per_s"] if tq_best else None,
+            "vs_server_fp32": sv["images_per_s"] / fp32["images_per_s"]
+            if fp32 and fp32["images_per_s"] else None}
+    s8_16 = ratios8.get("16", {}).get("vs_torch_int8_best")
+    if s8_16 is not None:
+        targets["server_int8_16_vs_torch_int8"] = (s8_16, ">=", 0.8)
     met = {k: (v <= lim if op == "<=" else v >= lim) for k, (v, op, lim) in targets.items()}
     return {"engine_int8": int8, "torch_int8": tq, "peak": peak, "engine": engine, "engine_portable": portable, "engine_saturated": sat, "engine_single": single, "torch": torch,
             "server": server, "server_peak_rss_bytes": rss,
+            "server_int8": server8, "server_int8_peak_rss_bytes": rss8,
+            "server_int8_ratios": ratios8,
             "targets": {k: {"value": v, "op": op, "limit": lim, "met": met[k]}
                         for k, (v, op, lim) in targets.items()}}
+
+
+def server_row(label, sv, extra=()):
+    """One loadgen run as a table row; extra: more notes for its last column."""
+    notes = [f"mean batch {sv['mean_batch']:.2f}", f"decode {sv['mean_decode_ms']:.1f} ms",
+             f"{sv['errors']} errors", *extra]
+    return (f"| {label} {sv['clients']} clients | {sv['images_per_s']:.1f} | "
+            f"p50 {sv['p50_ms']:.1f} / p90 {sv['p90_ms']:.1f} / p99 {sv['p99_ms']:.1f} | "
+            f"{', '.join(notes)} |")
 
 
 def table(name, s):
@@ -102,10 +132,7 @@ def table(name, s):
     r = t["frozen_batch1"]
     out.append(f"| PyTorch frozen b1 | {r['images_per_s']:.1f} | {r['batch_latency_ms']:.1f} | |")
     for sv in s["server"]:
-        out.append(f"| server {sv['clients']} clients | {sv['images_per_s']:.1f} | "
-                   f"p50 {sv['p50_ms']:.1f} / p90 {sv['p90_ms']:.1f} / p99 {sv['p99_ms']:.1f} | "
-                   f"mean batch {sv['mean_batch']:.2f}, decode {sv['mean_decode_ms']:.1f} ms, "
-                   f"{sv['errors']} errors |")
+        out.append(server_row("server", sv))
     out.append(f"| server peak RSS (64 clients) | | | {s['server_peak_rss_bytes'] / 2**20:.0f} MB |")
     for e in s.get("engine_int8", []):
         out.append(f"| engine int8 b{e['batch']} {e['workers']}w x {e['threads']}t ({e['kernel']}) | "
@@ -114,6 +141,15 @@ def table(name, s):
     for r in s.get("torch_int8", []):
         out.append(f"| PyTorch onednn int8 b{r['batch']} | {r['images_per_s']:.1f} | "
                    f"{r['batch_latency_ms']:.1f} (batch) | |")
+    for sv in s.get("server_int8", []):
+        r = s["server_int8_ratios"][str(sv["clients"])]
+        vs = [f"{r[k]:.2f}x {what}" for k, what in (("vs_torch_int8_best", "PyTorch int8 best"),
+                                                     ("vs_server_fp32", "server fp32"))
+              if r[k] is not None]
+        out.append(server_row("server int8", sv, vs))
+    if s.get("server_int8_peak_rss_bytes") is not None:
+        out.append(f"| server int8 peak RSS (64 clients) | | | "
+                   f"{s['server_int8_peak_rss_bytes'] / 2**20:.0f} MB |")
     p = s.get("peak")
     if p:
         out.append(f"| peak, best of rounds | | | fp32 FMA {p['fp32_fma_core_gflops']:.0f} GFLOP/s per "
