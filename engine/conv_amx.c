@@ -22,7 +22,7 @@
 _Static_assert(NR == 2 * 16, "two 16-channel B tiles per weight panel");
 
 bool eng_amx_fits(const struct eng_conv *cv) {
-    return eng_i8_kdim4(cv) % TK == 0 && cv->cout % NR == 0;
+    return eng_i8_kdim4(cv) % TK == 0 && cv->cout % NR == 0 && !cv->wide;
 }
 
 size_t eng_amx_scratch_bytes(const struct eng_conv *cv) {

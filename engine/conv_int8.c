@@ -10,6 +10,7 @@
 #include "engine_impl.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 /* Register tile: MR output pixels x NR output channels = 28 s32
@@ -24,6 +25,13 @@
 #define MC (MR * 24)
 
 _Static_assert(KC % 64 == 0, "the row maxima after the gather buffer must stay 64-byte aligned");
+
+bool eng_i8_wide_fits(const struct eng_conv *cv) {
+    /* a strip in one masked move, the whole row in one pass */
+    struct eng_conv w = *cv;
+    w.wide = true;
+    return cv->k * cv->cin <= 32 && eng_i8_kdim4(&w) <= KC;
+}
 
 size_t eng_i8_scratch_bytes(void) {
     /* gathered rows [MC][KC] u8, then each row's running max [MC][16] */
@@ -49,10 +57,11 @@ struct tepi {
  * rows lda bytes apart, b: [kq][NR][4]; then the epilogue when e->bias is
  * set. Partial sums are s32 in c's place. mr is a compile-time constant at
  * every call site, so the accumulators stay in registers. */
-static inline __attribute__((always_inline)) void tile(const int mr, const uint8_t *restrict a,
-                                                       size_t lda, const int8_t *restrict b,
-                                                       int kq, float *restrict c, size_t ldc,
-                                                       bool acc, const struct tepi *e) {
+static inline __attribute__((always_inline)) void tile(const int mr, const bool wide,
+                                                       const uint8_t *restrict a, size_t lda,
+                                                       const int8_t *restrict b, int kq,
+                                                       float *restrict c, size_t ldc, bool acc,
+                                                       const struct tepi *e) {
     __m512i c0[MR], c1[MR];
 #pragma GCC unroll 14
     for (int i = 0; i < mr; i++) {
@@ -69,10 +78,15 @@ static inline __attribute__((always_inline)) void tile(const int mr, const uint8
 #pragma GCC unroll 14
         for (int i = 0; i < mr; i++) {
             int32_t quad;
-            memcpy(&quad, a + i * lda, 4); /* four u8 of one pixel, broadcast */
+            memcpy(&quad, a + i * lda, 4); /* four u8 (wide: two s16), broadcast */
             const __m512i av = _mm512_set1_epi32(quad);
-            c0[i] = _mm512_dpbusd_epi32(c0[i], av, b0);
-            c1[i] = _mm512_dpbusd_epi32(c1[i], av, b1);
+            if (wide) {
+                c0[i] = _mm512_dpwssd_epi32(c0[i], av, b0);
+                c1[i] = _mm512_dpwssd_epi32(c1[i], av, b1);
+            } else {
+                c0[i] = _mm512_dpbusd_epi32(c0[i], av, b0);
+                c1[i] = _mm512_dpbusd_epi32(c1[i], av, b1);
+            }
         }
         a += 4;
         b += 4 * NR;
@@ -109,17 +123,22 @@ static inline __attribute__((always_inline)) void tile(const int mr, const uint8
     }
 }
 
-#define TILE_CASE(n)                                                                               \
+#define TILE_CASE(n, wide)                                                                         \
     case n:                                                                                        \
-        tile(n, a, lda, b, kq, c, ldc, acc, e);                                                    \
+        tile(n, wide, a, lda, b, kq, c, ldc, acc, e);                                              \
         break;
+#define TILE_CASES(wide)                                                                           \
+    TILE_CASE(1, wide) TILE_CASE(2, wide) TILE_CASE(3, wide) TILE_CASE(4, wide) TILE_CASE(5, wide) \
+    TILE_CASE(6, wide) TILE_CASE(7, wide) TILE_CASE(8, wide) TILE_CASE(9, wide)                    \
+    TILE_CASE(10, wide) TILE_CASE(11, wide) TILE_CASE(12, wide) TILE_CASE(13, wide)                \
+    TILE_CASE(14, wide)
 
-static void tile_any(int mr, const uint8_t *a, size_t lda, const int8_t *b, int kq, float *c,
-                     size_t ldc, bool acc, const struct tepi *e) {
-    switch (mr) {
-        TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4) TILE_CASE(5) TILE_CASE(6) TILE_CASE(7)
-        TILE_CASE(8) TILE_CASE(9) TILE_CASE(10) TILE_CASE(11) TILE_CASE(12) TILE_CASE(13)
-        TILE_CASE(14)
+static void tile_any(int mr, bool wide, const uint8_t *a, size_t lda, const int8_t *b, int kq,
+                     float *c, size_t ldc, bool acc, const struct tepi *e) {
+    if (wide) {
+        switch (mr) { TILE_CASES(true) }
+    } else {
+        switch (mr) { TILE_CASES(false) }
     }
 }
 
@@ -131,7 +150,20 @@ static void tile_any(int mr, const uint8_t *a, size_t lda, const int8_t *b, int 
  * indices [k0, k1), zeros from k * k * cin on up to kdim4. */
 static void gather_row(uint8_t *restrict dst, const struct eng_rowsrc *r,
                        const struct eng_conv *cv, int h, int w, int k0, int k1) {
-    const int kdim = cv->k * cv->k * cv->cin;
+    const int kdim = cv->k * cv->k * cv->cin, strip = cv->k * cv->cin;
+    if (cv->wide) {
+        /* the stem on its padded input (k0 = 0, k1 = the row: one pass of
+         * KC): k strips of k * cin pixels' u8 (21 for 7x7x3), each widened
+         * to s16 in one masked move, not a memcpy call */
+        const __mmask32 mask = (__mmask32)((1ull << strip) - 1);
+        const uint8_t *src = r->img + ((size_t)r->iy0 * w + r->ix0) * cv->cin;
+        for (int ky = 0; ky < cv->k; ky++) {
+            const __m256i px = _mm256_maskz_loadu_epi8(mask, src + (size_t)ky * w * cv->cin);
+            _mm512_mask_storeu_epi16(dst + 2 * ky * strip, mask, _mm512_cvtepu8_epi16(px));
+        }
+        memset(dst + 2 * kdim, 0, (size_t)(k1 - 2 * kdim));
+        return;
+    }
     if (k1 > kdim) {
         int z0 = k0 > kdim ? k0 : kdim;
         memset(dst + (z0 - k0), 0, (size_t)(k1 - z0));
@@ -194,7 +226,7 @@ void eng_conv_int8(float *out, const uint8_t *in, const struct eng_conv *cv, int
                     te.rowscale = rscale + i;
                     te.res = e->res && last ? e->res + at : NULL;
                     te.rowmax = e->tmax && last ? rowmax + (size_t)i * 16 : NULL;
-                    tile_any(mr, a + i * lda, lda, b, kc / 4, out + at, cout, acc, &te);
+                    tile_any(mr, cv->wide, a + i * lda, lda, b, kc / 4, out + at, cout, acc, &te);
                     if (last && e->accmax)
                         eng_i8_store_sums(NULL, 0, (const int32_t *)(out + at), cout, mr,
                                           e->accmax + p * NR, cout, mb + i, hw);
@@ -313,6 +345,40 @@ void eng_i8_requant(uint8_t *q, const int32_t *acc, const struct eng_conv *cv,
 /* ------------------------------------------------------------------------ */
 /* Quantizing activations                                                   */
 /* ------------------------------------------------------------------------ */
+
+void eng_quantize_input(uint8_t *q, const float *x, int n, int size, int pad, const float mean[3],
+                        const float std[3]) {
+    const int side = size + 2 * pad;
+    const size_t plane = (size_t)size * size;
+    const __m512i zero = _mm512_setzero_si512(), top = _mm512_set1_epi32(255);
+    uint8_t border[3];
+    for (int c = 0; c < 3; c++) border[c] = (uint8_t)lrintf(255.0f * mean[c]);
+    for (int img = 0; img < n; img++, x += 3 * plane) {
+        uint8_t *qi = q + (size_t)img * side * side * 3;
+        for (size_t p = 0; p < (size_t)side * side; p++) memcpy(qi + 3 * p, border, 3);
+        for (int y = 0; y < size; y++) {
+            uint8_t *row = qi + ((size_t)(y + pad) * side + pad) * 3;
+            for (int x0 = 0; x0 < size; x0 += 16) {
+                const int len = size - x0 < 16 ? size - x0 : 16;
+                const __mmask16 k = (__mmask16)((1u << len) - 1);
+                uint8_t ch[3][16];
+                for (int c = 0; c < 3; c++) {
+                    __m512 v = _mm512_maskz_loadu_ps(k, x + c * plane + (size_t)y * size + x0);
+                    v = _mm512_mul_ps(_mm512_fmadd_ps(v, _mm512_set1_ps(std[c]), _mm512_set1_ps(mean[c])),
+                                      _mm512_set1_ps(255.0f));
+                    /* nearest even, then saturate to [0, 255] */
+                    __m512i t = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(v), zero), top);
+                    _mm_storeu_si128((__m128i *)ch[c], _mm512_cvtepi32_epi8(t));
+                }
+                for (int j = 0; j < len; j++) { /* planes -> pixels */
+                    row[3 * (x0 + j) + 0] = ch[0][j];
+                    row[3 * (x0 + j) + 1] = ch[1][j];
+                    row[3 * (x0 + j) + 2] = ch[2][j];
+                }
+            }
+        }
+    }
+}
 
 void eng_quantize_u8(uint8_t *q, const float *x, size_t count, float inv) {
     const __m512 f = _mm512_set1_ps(inv);

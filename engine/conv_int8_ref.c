@@ -28,9 +28,33 @@ void eng_i8_quantize_weights(int8_t *wq, float *wscale, const float *w, int cout
     }
 }
 
+void eng_i16_quantize_weights(int8_t *wq, float *wscale, const float *w, int cout, int kdim) {
+    const int kdim2 = (kdim + 1) & ~1;
+    int16_t *q = (int16_t *)wq;
+    for (int o = 0; o < cout; o++) {
+        const float *wo = w + (size_t)o * kdim;
+        double maxabs = 0;
+        for (int k = 0; k < kdim; k++) maxabs = fmax(maxabs, fabs((double)wo[k]));
+        wscale[o] = (float)(maxabs / 32767.0);
+        const double inv = maxabs > 0 ? 32767.0 / maxabs : 0.0;
+        const int p = o / NR, r = o % NR;
+        for (int k = 0; k < kdim2; k++) {
+            long v = k < kdim ? lrint((double)wo[k] * inv) : 0;
+            if (v > 32767) v = 32767;
+            if (v < -32767) v = -32767;
+            /* [p][k / 2][r][k % 2] */
+            q[(((size_t)p * (kdim2 / 2) + k / 2) * NR + r) * 2 + k % 2] = (int16_t)v;
+        }
+    }
+}
+
 /* The quantized weight of output channel o at reduction index k. */
 static int weight_at(const struct eng_conv *cv, int o, int k) {
     const int kdim4 = eng_i8_kdim4(cv);
+    if (cv->wide) {
+        const int16_t *q = (const int16_t *)cv->wq;
+        return q[(((size_t)(o / NR) * (kdim4 / 4) + k / 2) * NR + o % NR) * 2 + k % 2];
+    }
     return cv->wq[(((size_t)(o / NR) * (kdim4 / 4) + k / 4) * NR + o % NR) * 4 + k % 4];
 }
 

@@ -163,7 +163,7 @@ struct eng_model_info {
     char source[512];       /* the path, or "random:resnet50:SEED" */
     struct eng_preproc preproc; /* from a sidecar "<weights>.json" or defaults */
     char kernel[16];        /* convolution kernels: "avx512" or "openblas" */
-    char precision[8];      /* arithmetic of the residual blocks: "fp32" or "int8" */
+    char precision[8];      /* arithmetic of the convolutions: "fp32" or "int8" */
 };
 
 /* Loads spec: a safetensors path, or "random:resnetD[:SEED]" (D in 18, 34,
@@ -195,7 +195,10 @@ enum eng_status eng_precision_parse(const char *s, enum eng_precision *out, char
  * slower int8 fallback). Call at start-up to refuse early. */
 enum eng_status eng_precision_supported(enum eng_precision p, char *err, size_t errlen);
 
-/* eng_model_load in the given precision; info.precision tells which.
+/* eng_model_load in the given precision; info.precision tells which. In
+ * int8 the stem reads its input back as the 8-bit pixels it was made from
+ * (x * std + mean, the model's preprocessing, times 255, rounded): exact
+ * for images, while values outside the pixel range [0, 1] saturate.
  * ENG_ERR_UNSUPPORTED (see eng_precision_supported) when the CPU cannot. */
 enum eng_status eng_model_load_ex(const char *spec, enum eng_precision p, struct eng_model **out,
                                   char *err, size_t errlen);

@@ -91,6 +91,13 @@ struct eng_conv {
     int8_t *wq;  /* [cout / ENG_PACK_NR][kdim4 / 4][ENG_PACK_NR][4], kdim4 =
                     k * k * cin rounded up to 4 (zeros past the end); inside w */
     float *wscale; /* [cout]: weight of channel o = wq * wscale[o] */
+    /* int8's stem: s16 weights on u8 pixels (vpdpwssd on pairs where
+     * vpdpbusd takes quads; the rows and panels keep their bytes, so wq is
+     * [cout / ENG_PACK_NR][kdim2 / 2][ENG_PACK_NR][2] s16). An 8-bit stem
+     * weight measured 0.004 of logit cosine against fp32 on the shared
+     * photos; 15 bits cost nothing and the stem stays 1.4% of the work. The
+     * VNNI kernel only, unpadded (its input comes padded), k * cin <= 32. */
+    bool wide;
 };
 
 /* Output size of a conv/pool along one axis. */
@@ -232,9 +239,13 @@ void eng_requant_images(uint8_t *q, float *scale, const int32_t *acc, const int3
                         const struct eng_conv *cv, const float *ascale, int n, int hw,
                         int ntasks);
 
-/* Quantized weights: per output channel, symmetric, s8 in [-127, 127]. */
+/* Bytes of one output channel's quantized weights, and of one gathered
+ * row of activations: per output channel, symmetric, s8 in [-127, 127],
+ * k * k * cin rounded up to 4; wide: s16 in [-32767, 32767] (u8 rows
+ * widened to s16), rounded up to 2, twice the bytes. */
 static inline int eng_i8_kdim4(const struct eng_conv *cv) {
-    return (cv->k * cv->k * cv->cin + 3) & ~3;
+    const int kdim = cv->k * cv->k * cv->cin;
+    return cv->wide ? ((kdim + 1) & ~1) * 2 : (kdim + 3) & ~3;
 }
 
 /* eng_isa_available(ENG_ISA_AVX512_VNNI, NULL): AVX-512 VNNI with AVX-512BW */
@@ -272,6 +283,11 @@ void eng_int8_allow_amx(bool allow);
  * wq (packed as struct eng_conv says) and wscale: [cout]. cout must be a
  * multiple of ENG_PACK_NR. Plain C, used by the kernel and the reference. */
 void eng_i8_quantize_weights(int8_t *wq, float *wscale, const float *w, int cout, int kdim);
+/* The same in s16 for a wide conv (wq: its kdim4 bytes per channel). */
+void eng_i16_quantize_weights(int8_t *wq, float *wscale, const float *w, int cout, int kdim);
+
+/* Whether eng_conv_int8 can run cv wide (its kernel, rows and strips). */
+bool eng_i8_wide_fits(const struct eng_conv *cv);
 
 /* Bytes of scratch one task of eng_conv_int8 needs. */
 size_t eng_i8_scratch_bytes(void);
@@ -293,6 +309,16 @@ static inline void eng_i8_scale(float max, float *scale, float *inv) {
     *scale = max > 0 ? max / 255.0f : 0.0f;
     *inv = max > 0 ? 255.0f / max : 0.0f;
 }
+
+/* The stem's input in int8, back to the 8-bit pixels it came from: n
+ * images CHW fp32 (size x size, normalized with mean and std) into
+ * q: [n][size + 2 pad][size + 2 pad][3] u8 = clamp(rint((x * std + mean)
+ * * 255), 0, 255), the border rint(255 * mean) (a normalized zero, to a
+ * third of a level). Exact for torchvision's tensors, whose pixels are
+ * u8 / 255; the stem's weights take 1 / (255 std) and its bias the mean
+ * (model_pack in resnet.c). AVX-512; int8 runs only with VNNI. */
+void eng_quantize_input(uint8_t *q, const float *x, int n, int size, int pad, const float mean[3],
+                        const float std[3]);
 
 /* q[i] = clamp(rint(x[i] * inv), 0, 255) for i < count. */
 void eng_quantize_u8(uint8_t *q, const float *x, size_t count, float inv);

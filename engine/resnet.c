@@ -462,8 +462,8 @@ enum eng_status eng_set_kernel(enum eng_kernel k) {
 
 /* Picks each conv's kernel before the weight arena is laid out: the AVX-512
  * kernel when chosen and present (Winograd for stride-1 3x3 convs), else
- * OpenBLAS; in int8, the VNNI kernels for every conv of the blocks (the
- * stem, whose input is signed, stays fp32). */
+ * OpenBLAS; in int8, the VNNI or AMX kernels for every conv, the stem's
+ * signed input with a zero point (eng_quantize_input). */
 static void model_choose_kernels(struct eng_model *m, enum eng_precision prec) {
     bool avx512 = kernel_choice != ENG_KERNEL_OPENBLAS && eng_avx512_available();
     bool amx = prec == ENG_PRECISION_INT8 && int8_amx && eng_amx_available();
@@ -472,7 +472,8 @@ static void model_choose_kernels(struct eng_model *m, enum eng_precision prec) {
              : avx512                   ? "avx512"
                                         : "openblas");
     FOR_EACH_CONV(m, cv, {
-        cv->int8 = prec == ENG_PRECISION_INT8 && cv != &m->stem;
+        cv->int8 = prec == ENG_PRECISION_INT8 && (cv != &m->stem || eng_i8_wide_fits(cv));
+        cv->wide = cv->int8 && cv == &m->stem;
         cv->amx = cv->int8 && amx && eng_amx_fits(cv);
         cv->packed = !cv->int8 && avx512 && cv->cout % ENG_PACK_NR == 0;
         cv->wino = cv->packed && cv->k == 3 && cv->stride == 1 && cv->pad == 1 &&
@@ -487,6 +488,33 @@ static size_t int8_bytes(const struct eng_conv *cv) {
     return ((size_t)cv->cout * eng_i8_kdim4(cv) + 63) / 64 * 64 + sizeof(float) * cv->cout;
 }
 
+/* The int8 stem reads 8-bit pixels q = 255 (x std + mean), not the
+ * normalized x (eng_quantize_input): x = (q - 255 mean) / (255 std). Before
+ * quantizing (after = false), each weight takes 1 / (255 std) of its input
+ * channel (w: [cout][k][k][3], the loaded weights); after, the bias takes
+ * - sum of w' * 255 mean over the quantized w': with the exact weights
+ * instead, every channel would keep their rounding times the mean pixel
+ * (about 120) as an offset, where now it multiplies a centered x. */
+static void stem_reads_pixels(struct eng_conv *cv, float *w, const struct eng_preproc *pp,
+                              bool after) {
+    const int taps = cv->k * cv->k, kp = eng_i8_kdim4(cv) / 4; /* s16 pairs */
+    const int16_t *q = (const int16_t *)cv->wq;                  /* the stem is wide */
+    for (int o = 0; o < cv->cout; o++) {
+        const int16_t *wp = q + ((size_t)(o / ENG_PACK_NR) * kp * ENG_PACK_NR + o % ENG_PACK_NR) * 2;
+        double shift = 0;
+        for (int t = 0; t < taps; t++)
+            for (int c = 0; c < 3; c++) {
+                const int k = t * 3 + c;
+                if (!after)
+                    w[(size_t)o * taps * 3 + k] /= 255.0f * pp->std[c];
+                else /* [p][k / 2][r][k % 2] */
+                    shift += (double)wp[(size_t)(k / 2) * ENG_PACK_NR * 2 + k % 2] * cv->wscale[o] *
+                             (255.0 * pp->mean[c]);
+            }
+        if (after) cv->bias[o] = (float)(cv->bias[o] - shift);
+    }
+}
+
 /* Re-lays the loaded weights (cv->w: [cout][k][k][cin]) as the chosen kernel
  * reads them; scratch holds at least one conv's weights. */
 static void model_pack(struct eng_model *m, float *scratch) {
@@ -494,9 +522,15 @@ static void model_pack(struct eng_model *m, float *scratch) {
         if (cv->int8) {
             size_t kdim = (size_t)cv->k * cv->k * cv->cin;
             memcpy(scratch, cv->w, sizeof(float) * cv->cout * kdim);
+            if (cv == &m->stem) stem_reads_pixels(cv, scratch, &m->info.preproc, false);
             cv->wq = (int8_t *)cv->w;
             cv->wscale = (float *)((char *)cv->w + int8_bytes(cv) - sizeof(float) * cv->cout);
-            eng_i8_quantize_weights(cv->wq, cv->wscale, scratch, cv->cout, (int)kdim);
+            if (cv->wide)
+                eng_i16_quantize_weights(cv->wq, cv->wscale, scratch, cv->cout, (int)kdim);
+            else
+                eng_i8_quantize_weights(cv->wq, cv->wscale, scratch, cv->cout, (int)kdim);
+            if (cv == &m->stem) stem_reads_pixels(cv, scratch, &m->info.preproc, true);
+
         } else if (cv->packed) {
             size_t kdim = (size_t)cv->k * cv->k * cv->cin;
             memcpy(scratch, cv->w, sizeof(float) * cv->cout * kdim);
@@ -890,26 +924,42 @@ enum eng_status eng_ctx_forward(struct eng_ctx *c, const float *in, int n, float
     eng_pool_enter();
     for (int i0 = 0; i0 < n; i0 += EARLY_IMAGES) {
         int k = n - i0 < EARLY_IMAGES ? n - i0 : EARLY_IMAGES;
-        /* input CHW per image -> NHWC */
-        for (int i = 0; i < k; i++) {
-            const float *src = in + (size_t)(i0 + i) * 3 * plane;
-            float *dst = buf[0] + (size_t)i * 3 * plane;
-            for (size_t p = 0; p < plane; p++) {
-                dst[3 * p + 0] = src[p];
-                dst[3 * p + 1] = src[plane + p];
-                dst[3 * p + 2] = src[2 * plane + p];
-            }
-        }
+        const float *x0 = in + (size_t)i0 * 3 * plane;
         /* stem: conv 7x7/2 + BN + ReLU, then max pool 3x3/2 */
         h = eng_out_dim(size, 7, 2, 3);
-        eng_conv_forward(buf[1], buf[0], &m->stem, k, size, size, NULL, true, c->col,
-                         eng_pool_share(c->ntasks));
+        if (m->stem.int8) {
+            /* back to 8-bit pixels, padded here (the pad is the mean, not
+             * a u8 zero): the kernel runs unpadded with scale 1, and its
+             * fused maxima are the next layer's scales */
+            struct eng_conv stem = m->stem;
+            const int side = size + 2 * stem.pad;
+            eng_quantize_input(c->q[0], x0, k, size, stem.pad, m->info.preproc.mean,
+                               m->info.preproc.std);
+            for (int i = 0; i < k; i++) c->qscale[0][i] = 1.0f;
+            stem.pad = 0;
+            struct eng_i8_epi e = {.ascale = c->qscale[0], .tmax = c->qmax, .relu = true};
+            eng_conv_forward_int8(buf[1], c->q[0], &stem, k, side, side, &e, c->col, c->tslots,
+                                  eng_pool_share(c->ntasks));
+        } else {
+            /* input CHW per image -> NHWC */
+            for (int i = 0; i < k; i++) {
+                const float *src = x0 + (size_t)i * 3 * plane;
+                float *dst = buf[0] + (size_t)i * 3 * plane;
+                for (size_t p = 0; p < plane; p++) {
+                    dst[3 * p + 0] = src[p];
+                    dst[3 * p + 1] = src[plane + p];
+                    dst[3 * p + 2] = src[2 * plane + p];
+                }
+            }
+            eng_conv_forward(buf[1], buf[0], &m->stem, k, size, size, NULL, true, c->col,
+                             eng_pool_share(c->ntasks));
+        }
         c->qof[0] = c->qof[1] = c->max_of = -1;
         if (pool_u8) {
             /* only int8 convs read the pool's output (the first block has a
              * projection): pool the stem's u8 copy; buf[0] stays unwritten */
             const size_t len = (size_t)m->stem.cout * h * h;
-            for (int i = 0; i < k; i++) c->qmax[i] = eng_max_f32(buf[1] + i * len, len);
+            for (int i = 0; i < k && !m->stem.int8; i++) c->qmax[i] = eng_max_f32(buf[1] + i * len, len);
             eng_quantize_images(c->q[0], c->qscale[1], buf[1], c->qmax, k, len,
                                 eng_pool_share(c->ntasks));
             eng_maxpool3x3s2_u8(c->q[1], c->q[0], k, h, h, m->stem.cout);

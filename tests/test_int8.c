@@ -47,20 +47,23 @@ static float frand(void) { /* uniform in [-1, 1) */
 struct shape {
     const char *name;
     int n, h, w, cin, cout, k, stride, residual, relu;
+    int wide; /* s16 weights, unpadded: the int8 stem on its padded input */
 };
 
 static const struct shape shapes[] = {
-    {"1x1 in place, shortcut", 3, 7, 7, 64, 64, 1, 1, 1, 1},
-    {"1x1 cin 6 (gathered)", 2, 5, 3, 6, 32, 1, 1, 0, 1},
-    {"1x1 stride 2, odd, no ReLU", 2, 9, 9, 64, 128, 1, 2, 0, 0},
-    {"3x3 odd map", 2, 13, 13, 64, 64, 3, 1, 0, 1},
-    {"3x3 stride 2", 3, 11, 11, 32, 32, 3, 2, 0, 1},
-    {"3x3 cin 3 (k padded to 4)", 1, 5, 7, 3, 32, 3, 1, 1, 1},
-    {"3x3 several passes, shortcut", 2, 7, 7, 256, 64, 3, 1, 1, 1},
-    {"7x7 stride 2 (stem shape)", 1, 23, 23, 3, 64, 7, 2, 0, 1},
-    {"1x1 deep, several passes", 5, 3, 3, 1024, 96, 1, 1, 1, 1},
-    {"rows past one block", 2, 20, 20, 32, 32, 3, 1, 0, 1},
-    {"1x1 in place, no ReLU, shortcut", 1, 14, 14, 128, 256, 1, 1, 1, 0},
+    {"1x1 in place, shortcut", 3, 7, 7, 64, 64, 1, 1, 1, 1, 0},
+    {"1x1 cin 6 (gathered)", 2, 5, 3, 6, 32, 1, 1, 0, 1, 0},
+    {"1x1 stride 2, odd, no ReLU", 2, 9, 9, 64, 128, 1, 2, 0, 0, 0},
+    {"3x3 odd map", 2, 13, 13, 64, 64, 3, 1, 0, 1, 0},
+    {"3x3 stride 2", 3, 11, 11, 32, 32, 3, 2, 0, 1, 0},
+    {"3x3 cin 3 (k padded to 4)", 1, 5, 7, 3, 32, 3, 1, 1, 1, 0},
+    {"3x3 several passes, shortcut", 2, 7, 7, 256, 64, 3, 1, 1, 1, 0},
+    {"7x7 stride 2 (stem shape)", 1, 23, 23, 3, 64, 7, 2, 0, 1, 0},
+    {"7x7 stride 2 wide (the int8 stem), odd", 2, 29, 27, 3, 64, 7, 2, 0, 1, 1},
+    {"7x7 stride 2 wide, no ReLU, shortcut", 1, 16, 16, 3, 32, 7, 2, 1, 0, 1},
+    {"1x1 deep, several passes", 5, 3, 3, 1024, 96, 1, 1, 1, 1, 0},
+    {"rows past one block", 2, 20, 20, 32, 32, 3, 1, 0, 1, 0},
+    {"1x1 in place, no ReLU, shortcut", 1, 14, 14, 128, 256, 1, 1, 1, 0, 0},
 };
 
 struct i8_case {
@@ -84,10 +87,11 @@ static void case_free(struct i8_case *c) {
 
 static bool case_make(struct i8_case *c, const struct shape *s) {
     memset(c, 0, sizeof *c);
+    const int pad = s->wide ? 0 : s->k / 2;
     c->cv = (struct eng_conv){.cin = s->cin, .cout = s->cout, .k = s->k, .stride = s->stride,
-                              .pad = s->k / 2, .int8 = true};
-    c->ho = eng_out_dim(s->h, s->k, s->stride, s->k / 2);
-    c->wo = eng_out_dim(s->w, s->k, s->stride, s->k / 2);
+                              .pad = pad, .int8 = true, .wide = s->wide};
+    c->ho = eng_out_dim(s->h, s->k, s->stride, pad);
+    c->wo = eng_out_dim(s->w, s->k, s->stride, pad);
     const int kdim = s->k * s->k * s->cin, kdim4 = eng_i8_kdim4(&c->cv);
     c->in_len = (size_t)s->n * s->h * s->w * s->cin;
     c->out_len = (size_t)s->n * c->ho * c->wo * s->cout;
@@ -101,7 +105,10 @@ static bool case_make(struct i8_case *c, const struct shape *s) {
     if (!c->cv.wq || !c->cv.wscale || !c->cv.bias || !c->in || !c->res || !c->ascale || !c->wfloat)
         return false;
     for (size_t i = 0; i < (size_t)s->cout * kdim; i++) c->wfloat[i] = frand() * 0.1f;
-    eng_i8_quantize_weights(c->cv.wq, c->cv.wscale, c->wfloat, s->cout, kdim);
+    if (s->wide)
+        eng_i16_quantize_weights(c->cv.wq, c->cv.wscale, c->wfloat, s->cout, kdim);
+    else
+        eng_i8_quantize_weights(c->cv.wq, c->cv.wscale, c->wfloat, s->cout, kdim);
     for (int o = 0; o < s->cout; o++) c->cv.bias[o] = frand();
     /* the full u8 range, with the extremes common */
     for (size_t i = 0; i < c->in_len; i++) {
@@ -201,7 +208,7 @@ static void test_amx_matches_reference(void) {
     int ran = 0;
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const struct shape *s = &shapes[i];
-        struct eng_conv cv = {.cin = s->cin, .cout = s->cout, .k = s->k};
+        struct eng_conv cv = {.cin = s->cin, .cout = s->cout, .k = s->k, .wide = s->wide};
         if (!eng_amx_fits(&cv)) continue;
         CHECK(run_case(s, 1, false, true, why, sizeof why), "%s", why);
         CHECK(run_case(s, 3, false, true, why, sizeof why), "%s", why);
@@ -658,6 +665,39 @@ static void test_agreement_vs_pytorch(void) {
           "engine int8 agrees less with fp32 than PyTorch's int8 does");
 }
 
+/* The stem's input quantizer gives back the 8-bit pixels of tensors made
+ * as torchvision makes them ((u8 / 255 - mean) / std in fp32), with the
+ * border at the mean, saturating values outside the pixel range. */
+static void test_input_pixels(void) {
+    SKIP_UNLESS(ENG_ISA_AVX512_VNNI);
+    enum { N = 2, S = 19, PAD = 3, SIDE = S + 2 * PAD };
+    const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+    static float x[N * 3 * S * S];
+    static uint8_t px[N * 3 * S * S], q[N * SIDE * SIDE * 3];
+    for (int i = 0; i < N * 3 * S * S; i++) {
+        const int c = i / (S * S) % 3;
+        px[i] = (uint8_t)(next_u64() >> 56);
+        x[i] = ((float)px[i] / 255.0f - mean[c]) / std[c];
+    }
+    x[5] = 40.0f; /* far above white, and below black */
+    x[S * S + 7] = -40.0f;
+    eng_quantize_input(q, x, N, S, PAD, mean, std);
+    int bad = 0;
+    for (int img = 0; img < N; img++)
+        for (int y = 0; y < SIDE; y++)
+            for (int xx = 0; xx < SIDE; xx++)
+                for (int c = 0; c < 3; c++) {
+                    const int iy = y - PAD, ix = xx - PAD;
+                    const bool in = iy >= 0 && iy < S && ix >= 0 && ix < S;
+                    const size_t src = (((size_t)img * 3 + c) * S + (in ? iy : 0)) * S + (in ? ix : 0);
+                    int want = !in ? (int)lrintf(255.0f * mean[c])
+                               : img == 0 && src == 5 ? 255
+                               : img == 0 && src == (size_t)S * S + 7 ? 0 : px[src];
+                    bad += q[(((size_t)img * SIDE + y) * SIDE + xx) * 3 + c] != want;
+                }
+    CHECK(bad == 0, "%d of %d bytes differ from the pixels", bad, N * SIDE * SIDE * 3);
+}
+
 int main(void) {
     t_suite = "int8";
     RUN(test_kernel_matches_reference);
@@ -667,6 +707,7 @@ int main(void) {
     RUN(test_fused_requant);
     RUN(test_reference_is_a_convolution);
     RUN(test_quantizer);
+    RUN(test_input_pixels);
     RUN(test_maxpool_u8);
     RUN(test_precision_api);
     RUN(test_batch_invariance_fp32);
