@@ -8,44 +8,37 @@
 
 #define NR ENG_PACK_NR
 
-void eng_i8_quantize_weights(int8_t *wq, float *wscale, const float *w, int cout, int kdim) {
-    const int kdim4 = (kdim + 3) & ~3;
+/* Per output channel, symmetric in [-top, top] (so negating a weight is
+ * exact), packed g to a group: s8 quads (top 127, g 4) or s16 pairs (top
+ * 32767, g 2), [p][k / g][r][k % g] with zeros past kdim. */
+static void quantize_weights(int8_t *wq, float *wscale, const float *w, int cout, int kdim,
+                             int top, int g) {
+    const int kdimg = (kdim + g - 1) / g * g;
     for (int o = 0; o < cout; o++) {
         const float *wo = w + (size_t)o * kdim;
         double maxabs = 0;
         for (int k = 0; k < kdim; k++) maxabs = fmax(maxabs, fabs((double)wo[k]));
-        /* symmetric: [-127, 127], so that negating a weight is exact */
-        wscale[o] = (float)(maxabs / 127.0);
-        const double inv = maxabs > 0 ? 127.0 / maxabs : 0.0;
+        wscale[o] = (float)(maxabs / top);
+        const double inv = maxabs > 0 ? top / maxabs : 0.0;
         const int p = o / NR, r = o % NR;
-        for (int k = 0; k < kdim4; k++) {
+        for (int k = 0; k < kdimg; k++) {
             long v = k < kdim ? lrint((double)wo[k] * inv) : 0;
-            if (v > 127) v = 127;
-            if (v < -127) v = -127;
-            /* [p][k / 4][r][k % 4] */
-            wq[(((size_t)p * (kdim4 / 4) + k / 4) * NR + r) * 4 + k % 4] = (int8_t)v;
+            v = v > top ? top : v < -top ? -top : v;
+            const size_t at = (((size_t)p * (kdimg / g) + k / g) * NR + r) * g + k % g;
+            if (g == 4)
+                wq[at] = (int8_t)v;
+            else
+                ((int16_t *)wq)[at] = (int16_t)v;
         }
     }
 }
 
+void eng_i8_quantize_weights(int8_t *wq, float *wscale, const float *w, int cout, int kdim) {
+    quantize_weights(wq, wscale, w, cout, kdim, 127, 4);
+}
+
 void eng_i16_quantize_weights(int8_t *wq, float *wscale, const float *w, int cout, int kdim) {
-    const int kdim2 = (kdim + 1) & ~1;
-    int16_t *q = (int16_t *)wq;
-    for (int o = 0; o < cout; o++) {
-        const float *wo = w + (size_t)o * kdim;
-        double maxabs = 0;
-        for (int k = 0; k < kdim; k++) maxabs = fmax(maxabs, fabs((double)wo[k]));
-        wscale[o] = (float)(maxabs / 32767.0);
-        const double inv = maxabs > 0 ? 32767.0 / maxabs : 0.0;
-        const int p = o / NR, r = o % NR;
-        for (int k = 0; k < kdim2; k++) {
-            long v = k < kdim ? lrint((double)wo[k] * inv) : 0;
-            if (v > 32767) v = 32767;
-            if (v < -32767) v = -32767;
-            /* [p][k / 2][r][k % 2] */
-            q[(((size_t)p * (kdim2 / 2) + k / 2) * NR + r) * 2 + k % 2] = (int16_t)v;
-        }
-    }
+    quantize_weights(wq, wscale, w, cout, kdim, 32767, 2);
 }
 
 /* The quantized weight of output channel o at reduction index k. */
