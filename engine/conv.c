@@ -445,8 +445,27 @@ void eng_avgpool(float *out, const float *in, int n, int hw, int c) {
     }
 }
 
+struct dense_job {
+    float *out;
+    const float *in, *w, *b;
+    int n, cin, cout, ntasks;
+};
+
+static void dense_task(void *arg, int t) {
+    const struct dense_job *j = arg;
+    eng_dense_avx512(j->out, j->in, j->w, j->b, j->n, j->cin, j->cout,
+                     share_start(j->cout, t, j->ntasks), share_start(j->cout, t + 1, j->ntasks));
+}
+
 void eng_linear(float *out, const float *in, const float *w, const float *b, int n, int cin,
-                int cout) {
+                int cout, bool avx512, int ntasks) {
+    if (avx512) {
+        /* the weights (8 MB for ResNet-50) read once per batch, not once
+         * per image, on every core */
+        struct dense_job j = {out, in, w, b, n, cin, cout, ntasks > 0 ? ntasks : 1};
+        eng_pool_run(dense_task, &j, j.ntasks);
+        return;
+    }
     /* one image at a time: sgemm picks its kernels (and so its order of
      * summation) by the batch size, and an image's logits must not depend
      * on its batch; the weights stay in cache from one image to the next */

@@ -9,6 +9,7 @@
 #include "engine_impl.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 /* Register tile: MR output pixels x NR output channels = 28 accumulators,
@@ -373,5 +374,28 @@ void eng_conv_winograd(float *out, const float *in, const struct eng_conv *cv, i
         for (int t = 0; t < nt; t++)
             winograd_output(out, mbuf, cv, h, w, res, relu, tile_at(gb + t, th, tw), t, p0 * NR,
                             p1 * NR);
+    }
+}
+
+void eng_dense_avx512(float *out, const float *in, const float *w, const float *b, int n, int cin,
+                      int cout, int o0, int o1) {
+    for (int o = o0; o < o1; o++) {
+        const float *wo = w + (size_t)o * cin;
+        for (int i = 0; i < n; i++) { /* wo stays in L1 across the images */
+            const float *x = in + (size_t)i * cin;
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            int k = 0;
+            for (; k + 64 <= cin; k += 64) {
+                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(wo + k), _mm512_loadu_ps(x + k), a0);
+                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(wo + k + 16), _mm512_loadu_ps(x + k + 16), a1);
+                a2 = _mm512_fmadd_ps(_mm512_loadu_ps(wo + k + 32), _mm512_loadu_ps(x + k + 32), a2);
+                a3 = _mm512_fmadd_ps(_mm512_loadu_ps(wo + k + 48), _mm512_loadu_ps(x + k + 48), a3);
+            }
+            for (; k + 16 <= cin; k += 16)
+                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(wo + k), _mm512_loadu_ps(x + k), a0);
+            float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+            for (; k < cin; k++) s = fmaf(wo[k], x[k], s);
+            out[(size_t)i * cout + o] = s + b[o];
+        }
     }
 }

@@ -340,9 +340,17 @@ void eng_maxpool3x3s2_u8_ref(uint8_t *out, const uint8_t *in, int n, int h, int 
 /* Global average pool. out: [n][c], in: [n][hw][c]. */
 void eng_avgpool(float *out, const float *in, int n, int hw, int c);
 
-/* Fully connected. out: [n][cout] = in [n][cin] x w^T + b; w: [cout][cin]. */
+/* Fully connected. out: [n][cout] = in [n][cin] x w^T + b; w: [cout][cin].
+ * avx512: eng_dense_avx512 on ntasks tasks of the pool, else OpenBLAS sgemv
+ * image by image; either way an image's logits do not depend on its batch. */
 void eng_linear(float *out, const float *in, const float *w, const float *b, int n, int cin,
-                int cout);
+                int cout, bool avx512, int ntasks);
+
+/* Outputs [o0, o1) of eng_linear, every image, each a dot product in one
+ * fixed order (conv_avx512.c; needs eng_avx512_available()). Each weight
+ * row is read from memory once for all n images. */
+void eng_dense_avx512(float *out, const float *in, const float *w, const float *b, int n, int cin,
+                      int cout, int o0, int o1);
 
 /* ------------------------------------------------------------------------ */
 /* pool.c                                                                   */

@@ -977,7 +977,8 @@ enum eng_status eng_ctx_forward(struct eng_ctx *c, const float *in, int n, float
     c->qof[0] = c->qof[1] = c->max_of = -1;
     int x = run_blocks(c, c->late, m->total_blocks, n, HANDOFF, -1, &h);
     eng_avgpool(c->pooled, buf[x], n, h * h, m->feat);
-    eng_linear(logits, c->pooled, m->fc_w, m->fc_b, n, m->feat, m->info.num_classes);
+    eng_linear(logits, c->pooled, m->fc_w, m->fc_b, n, m->feat, m->info.num_classes,
+               strcmp(m->info.kernel, "openblas") != 0, eng_pool_share(c->ntasks));
     eng_pool_leave();
     return ENG_OK;
 }
