@@ -318,12 +318,24 @@ static void i8_task(void *arg, int t) {
     }
     int m0, m1, p0, p1;
     split_share(j->m, j->cv->cout, j->by_rows, j->ntasks, t, &m0, &m1, &p0, &p1);
+    if (e.src && j->by_rows) { /* this task's input rows, image by image */
+        const size_t cin = (size_t)j->cv->cin, img_len = (size_t)j->h * j->w * cin;
+        uint8_t *q = (uint8_t *)j->in; /* the caller's u8 buffer, written first */
+        for (size_t a = (size_t)m0 * cin, b = (size_t)m1 * cin; a < b;) {
+            const size_t img = a / img_len, end = (img + 1) * img_len < b ? (img + 1) * img_len : b;
+            eng_quantize_u8(q + a, e.src + a, end - a, e.srcinv[img]);
+            a = end;
+        }
+    }
     uint8_t *scratch = j->scratch + (size_t)t * j->scratch_stride;
     if (j->cv->amx)
         eng_conv_amx(j->out, j->in, j->cv, j->h, j->w, &e, m0, m1, p0, p1, scratch);
     else
         eng_conv_int8(j->out, j->in, j->cv, j->h, j->w, &e, m0, m1, p0, p1, scratch);
 }
+
+static void quantize_with(const uint8_t *q, const float *x, const float *inv, int n, size_t img_len,
+                          int ntasks);
 
 void eng_conv_forward_int8(float *out, const uint8_t *in, const struct eng_conv *cv, int n, int h,
                            int w, const struct eng_i8_epi *e, float *col, float *tslots,
@@ -333,6 +345,8 @@ void eng_conv_forward_int8(float *out, const uint8_t *in, const struct eng_conv 
     j.scratch_stride = i8_task_bytes(cv);
     j.m = n * eng_out_dim(h, cv->k, cv->stride, cv->pad) * eng_out_dim(w, cv->k, cv->stride, cv->pad);
     j.ntasks = split_tasks(j.m, cv->cout, ntasks, &j.by_rows);
+    if (e->src && !j.by_rows) /* every task reads every row: copy them first */
+        quantize_with(in, e->src, e->srcinv, n, (size_t)h * w * cv->cin, ntasks);
     eng_pool_run(i8_task, &j, j.ntasks);
     if (e->accmax) { /* a max over tasks is exact: the split does not show */
         const size_t len = (size_t)n * cv->cout;
@@ -400,14 +414,20 @@ void eng_requant_images(uint8_t *q, float *scale, const int32_t *acc, const int3
     eng_pool_run(requant_task, &j, j.ntasks);
 }
 
+/* q (the caller's buffer) = u8 of x, image i at inv[i], on the pool. */
+static void quantize_with(const uint8_t *q, const float *x, const float *inv, int n, size_t img_len,
+                          int ntasks) {
+    struct quant_job j = {.q = (uint8_t *)q, .x = x, .inv = inv, .img_len = img_len,
+                          .total = img_len * (size_t)n, .ntasks = ntasks > 0 ? ntasks : 1};
+    if (j.total < (size_t)1 << 14) j.ntasks = 1; /* not worth waking the pool */
+    eng_pool_run(quant_task, &j, j.ntasks);
+}
+
 void eng_quantize_images(uint8_t *q, float *scale, const float *x, const float *max, int n,
                          size_t img_len, int ntasks) {
     float inv[n];
     for (int i = 0; i < n; i++) eng_i8_scale(max[i], &scale[i], &inv[i]);
-    struct quant_job j = {.q = q, .x = x, .inv = inv, .img_len = img_len,
-                          .total = img_len * (size_t)n, .ntasks = ntasks > 0 ? ntasks : 1};
-    if (j.total < (size_t)1 << 14) j.ntasks = 1; /* not worth waking the pool */
-    eng_pool_run(quant_task, &j, j.ntasks);
+    quantize_with(q, x, inv, n, img_len, ntasks);
 }
 
 /* ------------------------------------------------------------------------ */

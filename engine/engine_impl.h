@@ -205,6 +205,13 @@ struct eng_i8_epi {
      * channel (s >= 0, every step monotone), so the next layer's scale is
      * known before any output is written, with the same bits. */
     int32_t *accmax;
+    /* NULL, or the fp32 tensor whose u8 copy the input is to be, for a 1x1
+     * stride-1 conv (input row m is output row m): each task quantizes its
+     * own rows into the input buffer first (eng_quantize_u8 with
+     * srcinv[image]) and convolves them while they are in cache, instead
+     * of a pass over the whole copy before the conv. Same bits. */
+    const float *src;
+    const float *srcinv;
     bool relu;
 };
 

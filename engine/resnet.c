@@ -804,7 +804,11 @@ static int spare_slot(const struct eng_ctx *c, int in, int keep) {
     return c->qof[0] == keep && keep != in ? 1 : 0;
 }
 
-static int quantized(struct eng_ctx *c, int in, int keep, int n, size_t img_len) {
+/* defer: NULL, or [n] for the inverse scales when the copy is to be made
+ * by the conv's own tasks (eng_i8_epi.src); *deferred says whether it is. */
+static int quantized(struct eng_ctx *c, int in, int keep, int n, size_t img_len, float *defer,
+                     bool *deferred) {
+    *deferred = false;
     for (int i = 0; i < 2; i++)
         if (c->qof[i] == in) return i;
     int s = spare_slot(c, in, keep);
@@ -812,9 +816,14 @@ static int quantized(struct eng_ctx *c, int in, int keep, int n, size_t img_len)
         for (int i = 0; i < n; i++) c->qmax[i] = eng_max_f32(c->buf[in] + i * img_len, img_len);
         c->max_of = in;
     }
-    eng_quantize_images(c->q[s], c->qscale[s], c->buf[in], c->qmax, n, img_len,
-                        eng_pool_share(c->ntasks));
-    c->qof[s] = in;
+    if (defer) {
+        for (int i = 0; i < n; i++) eng_i8_scale(c->qmax[i], &c->qscale[s][i], &defer[i]);
+        *deferred = true;
+    } else {
+        eng_quantize_images(c->q[s], c->qscale[s], c->buf[in], c->qmax, n, img_len,
+                            eng_pool_share(c->ntasks));
+    }
+    c->qof[s] = in; /* complete once the conv has run, when deferred */
     return s;
 }
 
@@ -832,12 +841,17 @@ static void block_conv(struct eng_ctx *c, int n, int out, int in, const struct e
                          eng_pool_share(c->ntasks));
         return;
     }
-    int s = quantized(c, in, keep, n, (size_t)cv->cin * hin * hin);
+    /* a 1x1 stride-1 conv makes its input's u8 copy in its own tasks */
+    const bool direct = cv->k == 1 && cv->stride == 1 && cv->pad == 0;
+    float inv[n];
+    bool deferred;
+    int s = quantized(c, in, keep, n, (size_t)cv->cin * hin * hin, direct ? inv : NULL, &deferred);
     const bool fused = u8_only && relu && res < 0;
     /* maxima only where a next conv reads the output as u8 (after ReLU) */
     struct eng_i8_epi e = {.ascale = c->qscale[s], .res = r,
                            .tmax = relu && !fused ? c->qmax : NULL,
-                           .accmax = fused ? c->accmax : NULL, .relu = relu};
+                           .accmax = fused ? c->accmax : NULL,
+                           .src = deferred ? buf[in] : NULL, .srcinv = inv, .relu = relu};
     eng_conv_forward_int8(buf[out], c->q[s], cv, n, hin, hin, &e, c->col, c->tslots,
                           eng_pool_share(c->ntasks));
     for (int i = 0; i < 2; i++)
@@ -887,7 +901,11 @@ static int run_blocks(struct eng_ctx *c, int b0, int b1, int n, int x, int last_
                 id = free_buf(used);
                 CONV(id, x, &blk->ds, hh, -1, false);
             }
-            y = b == b1 - 1 && last_out >= 0 ? last_out : t1; /* t1 is dead once conv2 has run */
+            /* t1 is dead once conv2 has run; on AMX, conv3 writes over
+             * its shortcut instead (each output read, then written, by one
+             * task: the lines are in cache already, no write-allocate;
+             * the VNNI kernel keeps partial sums in its output's place) */
+            y = b == b1 - 1 && last_out >= 0 ? last_out : blk->c3.amx ? id : t1;
             CONV(y, t2, &blk->c3, h2, id, true);
             hh = h2;
         } else {

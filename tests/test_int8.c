@@ -263,11 +263,38 @@ static void test_layer_driver(void) {
         e.tmax = mg;
         eng_conv_forward_int8(got, c.in, &c.cv, s->n, s->h, s->w, &e, col, tslots, tasks);
         bool same = !memcmp(want, got, sizeof(float) * c.out_len) && !memcmp(mw, mg, sizeof mw);
+        /* a 1x1 stride-1 conv whose tasks make their input's u8 copy from
+         * fp32 (eng_i8_epi.src): by rows or, when deep, all of it first */
+        bool made = true;
+        if (same && s->k == 1 && s->stride == 1) {
+            float *x = malloc(sizeof(float) * c.in_len), inv[8];
+            uint8_t *q = malloc(c.in_len);
+            const size_t img_len = c.in_len / s->n;
+            for (size_t i = 0; i < c.in_len; i++) x[i] = (float)c.in[i] * 0.37f + 0.2f * frand();
+            for (int i = 0; i < s->n; i++) {
+                inv[i] = 1.0f / (0.37f + 0.01f * (float)i);
+                eng_quantize_u8_ref(c.in + i * img_len, x + i * img_len, img_len, inv[i]);
+            }
+            memset(mw, 0, sizeof mw);
+            memset(mg, 0, sizeof mg);
+            e.tmax = mw;
+            eng_conv_int8_ref(want, c.in, &c.cv, s->n, s->h, s->w, &e);
+            memset(q, 0xee, c.in_len);
+            e.tmax = mg;
+            e.src = x;
+            e.srcinv = inv;
+            eng_conv_forward_int8(got, q, &c.cv, s->n, s->h, s->w, &e, col, tslots, tasks);
+            made = !memcmp(q, c.in, c.in_len) && !memcmp(want, got, sizeof(float) * c.out_len) &&
+                   !memcmp(mw, mg, sizeof mw);
+            free(x);
+            free(q);
+        }
         free(want);
         free(got);
         free(col);
         case_free(&c);
         CHECK(same, "%s: eng_conv_forward_int8 differs from the reference", s->name);
+        CHECK(made, "%s: with its u8 input made by its tasks, differs from the reference", s->name);
     }
 }
 
