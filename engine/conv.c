@@ -430,6 +430,40 @@ void eng_quantize_images(uint8_t *q, float *scale, const float *x, const float *
     quantize_with(q, x, inv, n, img_len, ntasks);
 }
 
+/* The stem's input and its pooled output in int8, by rows on the pool. */
+struct u8_rows_job {
+    uint8_t *q;
+    const uint8_t *in;
+    const float *x, *mean, *std;
+    int size, pad, h, w, c, rows, ntasks;
+};
+
+static void input_task(void *arg, int t) {
+    const struct u8_rows_job *j = arg;
+    eng_quantize_input_rows(j->q, j->x, j->size, j->pad, j->mean, j->std,
+                            share_start(j->rows, t, j->ntasks), share_start(j->rows, t + 1, j->ntasks));
+}
+
+void eng_quantize_input(uint8_t *q, const float *x, int n, int size, int pad, const float mean[3],
+                        const float std[3], int ntasks) {
+    struct u8_rows_job j = {.q = q, .x = x, .mean = mean, .std = std, .size = size, .pad = pad,
+                            .rows = n * (size + 2 * pad), .ntasks = ntasks > 0 ? ntasks : 1};
+    eng_pool_run(input_task, &j, j.ntasks);
+}
+
+static void pool_u8_task(void *arg, int t) {
+    const struct u8_rows_job *j = arg;
+    eng_maxpool3x3s2_u8_rows(j->q, j->in, j->h, j->w, j->c, share_start(j->rows, t, j->ntasks),
+                             share_start(j->rows, t + 1, j->ntasks));
+}
+
+void eng_maxpool3x3s2_u8_tasks(uint8_t *out, const uint8_t *in, int n, int h, int w, int c,
+                               int ntasks) {
+    struct u8_rows_job j = {.q = out, .in = in, .h = h, .w = w, .c = c,
+                            .rows = n * eng_out_dim(h, 3, 2, 1), .ntasks = ntasks > 0 ? ntasks : 1};
+    eng_pool_run(pool_u8_task, &j, j.ntasks);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Pooling and the classifier                                               */
 /* ------------------------------------------------------------------------ */

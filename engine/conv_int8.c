@@ -346,35 +346,39 @@ void eng_i8_requant(uint8_t *q, const int32_t *acc, const struct eng_conv *cv,
 /* Quantizing activations                                                   */
 /* ------------------------------------------------------------------------ */
 
-void eng_quantize_input(uint8_t *q, const float *x, int n, int size, int pad, const float mean[3],
-                        const float std[3]) {
+void eng_quantize_input_rows(uint8_t *q, const float *x, int size, int pad, const float mean[3],
+                             const float std[3], int r0, int r1) {
     const int side = size + 2 * pad;
     const size_t plane = (size_t)size * size;
     const __m512i zero = _mm512_setzero_si512(), top = _mm512_set1_epi32(255);
     uint8_t border[3];
     for (int c = 0; c < 3; c++) border[c] = (uint8_t)lrintf(255.0f * mean[c]);
-    for (int img = 0; img < n; img++, x += 3 * plane) {
-        uint8_t *qi = q + (size_t)img * side * side * 3;
-        for (size_t p = 0; p < (size_t)side * side; p++) memcpy(qi + 3 * p, border, 3);
-        for (int y = 0; y < size; y++) {
-            uint8_t *row = qi + ((size_t)(y + pad) * side + pad) * 3;
-            for (int x0 = 0; x0 < size; x0 += 16) {
-                const int len = size - x0 < 16 ? size - x0 : 16;
-                const __mmask16 k = (__mmask16)((1u << len) - 1);
-                uint8_t ch[3][16];
-                for (int c = 0; c < 3; c++) {
-                    __m512 v = _mm512_maskz_loadu_ps(k, x + c * plane + (size_t)y * size + x0);
-                    v = _mm512_mul_ps(_mm512_fmadd_ps(v, _mm512_set1_ps(std[c]), _mm512_set1_ps(mean[c])),
-                                      _mm512_set1_ps(255.0f));
-                    /* nearest even, then saturate to [0, 255] */
-                    __m512i t = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(v), zero), top);
-                    _mm_storeu_si128((__m128i *)ch[c], _mm512_cvtepi32_epi8(t));
-                }
-                for (int j = 0; j < len; j++) { /* planes -> pixels */
-                    row[3 * (x0 + j) + 0] = ch[0][j];
-                    row[3 * (x0 + j) + 1] = ch[1][j];
-                    row[3 * (x0 + j) + 2] = ch[2][j];
-                }
+    for (int r = r0; r < r1; r++) {
+        const int img = r / side, y = r % side - pad;
+        uint8_t *row = q + (size_t)r * side * 3;
+        const bool inside = y >= 0 && y < size;
+        /* the whole row as border, the image's part overwritten below */
+        for (int p = 0; p < side; p++)
+            if (!inside || p < pad || p >= pad + size) memcpy(row + 3 * p, border, 3);
+        if (!inside) continue;
+        const float *xi = x + (size_t)img * 3 * plane;
+        row += 3 * pad;
+        for (int x0 = 0; x0 < size; x0 += 16) {
+            const int len = size - x0 < 16 ? size - x0 : 16;
+            const __mmask16 k = (__mmask16)((1u << len) - 1);
+            uint8_t ch[3][16];
+            for (int c = 0; c < 3; c++) {
+                __m512 v = _mm512_maskz_loadu_ps(k, xi + c * plane + (size_t)y * size + x0);
+                v = _mm512_mul_ps(_mm512_fmadd_ps(v, _mm512_set1_ps(std[c]), _mm512_set1_ps(mean[c])),
+                                  _mm512_set1_ps(255.0f));
+                /* nearest even, then saturate to [0, 255] */
+                __m512i t = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(v), zero), top);
+                _mm_storeu_si128((__m128i *)ch[c], _mm512_cvtepi32_epi8(t));
+            }
+            for (int j = 0; j < len; j++) { /* planes -> pixels */
+                row[3 * (x0 + j) + 0] = ch[0][j];
+                row[3 * (x0 + j) + 1] = ch[1][j];
+                row[3 * (x0 + j) + 2] = ch[2][j];
             }
         }
     }
@@ -402,25 +406,38 @@ float eng_max_f32(const float *x, size_t count) {
 }
 
 void eng_maxpool3x3s2_u8(uint8_t *out, const uint8_t *in, int n, int h, int w, int c) {
-    if (c % 64) {
-        eng_maxpool3x3s2_u8_ref(out, in, n, h, w, c);
-        return;
-    }
+    eng_maxpool3x3s2_u8_rows(out, in, h, w, c, 0, n * eng_out_dim(h, 3, 2, 1));
+}
+
+void eng_maxpool3x3s2_u8_rows(uint8_t *out, const uint8_t *in, int h, int w, int c, int r0,
+                              int r1) {
     const int ho = eng_out_dim(h, 3, 2, 1), wo = eng_out_dim(w, 3, 2, 1);
-    for (int img = 0; img < n; img++)
-        for (int oy = 0; oy < ho; oy++) {
-            const int y0 = oy * 2 - 1 < 0 ? 0 : oy * 2 - 1, y1 = oy * 2 + 1 < h ? oy * 2 + 1 : h - 1;
-            for (int ox = 0; ox < wo; ox++) {
-                const int x0 = ox * 2 - 1 < 0 ? 0 : ox * 2 - 1, x1 = ox * 2 + 1 < w ? ox * 2 + 1 : w - 1;
-                uint8_t *o = out + (((size_t)img * ho + oy) * wo + ox) * c;
-                for (int j = 0; j < c; j += 64) {
-                    __m512i v = _mm512_setzero_si512();
-                    for (int iy = y0; iy <= y1; iy++)
-                        for (int ix = x0; ix <= x1; ix++)
-                            v = _mm512_max_epu8(
-                                v, _mm512_loadu_si512(in + (((size_t)img * h + iy) * w + ix) * c + j));
-                    _mm512_storeu_si512(o + j, v);
-                }
+    for (int r = r0; r < r1; r++) {
+        const int img = r / ho, oy = r % ho;
+        const int y0 = oy * 2 - 1 < 0 ? 0 : oy * 2 - 1, y1 = oy * 2 + 1 < h ? oy * 2 + 1 : h - 1;
+        for (int ox = 0; ox < wo; ox++) {
+            const int x0 = ox * 2 - 1 < 0 ? 0 : ox * 2 - 1, x1 = ox * 2 + 1 < w ? ox * 2 + 1 : w - 1;
+            uint8_t *o = out + ((size_t)r * wo + ox) * c;
+            /* 0 is the least u8 and every window holds a pixel; 64
+             * channels a vector, the rest one by one */
+            int j = 0;
+            for (; j + 64 <= c; j += 64) {
+                __m512i v = _mm512_setzero_si512();
+                for (int iy = y0; iy <= y1; iy++)
+                    for (int ix = x0; ix <= x1; ix++)
+                        v = _mm512_max_epu8(
+                            v, _mm512_loadu_si512(in + (((size_t)img * h + iy) * w + ix) * c + j));
+                _mm512_storeu_si512(o + j, v);
+            }
+            for (; j < c; j++) {
+                uint8_t v = 0;
+                for (int iy = y0; iy <= y1; iy++)
+                    for (int ix = x0; ix <= x1; ix++) {
+                        const uint8_t p = in[(((size_t)img * h + iy) * w + ix) * c + j];
+                        v = p > v ? p : v;
+                    }
+                o[j] = v;
             }
         }
+    }
 }

@@ -323,9 +323,13 @@ static inline void eng_i8_scale(float max, float *scale, float *inv) {
  * * 255), 0, 255), the border rint(255 * mean) (a normalized zero, to a
  * third of a level). Exact for torchvision's tensors, whose pixels are
  * u8 / 255; the stem's weights take 1 / (255 std) and its bias the mean
- * (model_pack in resnet.c). AVX-512; int8 runs only with VNNI. */
+ * (model_pack in resnet.c). Runs on ntasks tasks of the pool (conv.c);
+ * _rows does padded rows [r0, r1) of the n x (size + 2 pad) (conv_int8.c:
+ * AVX-512; int8 runs only with VNNI). */
 void eng_quantize_input(uint8_t *q, const float *x, int n, int size, int pad, const float mean[3],
-                        const float std[3]);
+                        const float std[3], int ntasks);
+void eng_quantize_input_rows(uint8_t *q, const float *x, int size, int pad, const float mean[3],
+                             const float std[3], int r0, int r1);
 
 /* q[i] = clamp(rint(x[i] * inv), 0, 255) for i < count. */
 void eng_quantize_u8(uint8_t *q, const float *x, size_t count, float inv);
@@ -343,6 +347,11 @@ void eng_maxpool3x3s2(float *out, const float *in, int n, int h, int w, int c);
  * same per-image scale: the stem's output is pooled so in int8. */
 void eng_maxpool3x3s2_u8(uint8_t *out, const uint8_t *in, int n, int h, int w, int c);
 void eng_maxpool3x3s2_u8_ref(uint8_t *out, const uint8_t *in, int n, int h, int w, int c);
+/* Output rows [r0, r1) of the n x ho, and the whole on ntasks tasks of the
+ * pool (conv.c). */
+void eng_maxpool3x3s2_u8_rows(uint8_t *out, const uint8_t *in, int h, int w, int c, int r0, int r1);
+void eng_maxpool3x3s2_u8_tasks(uint8_t *out, const uint8_t *in, int n, int h, int w, int c,
+                               int ntasks);
 
 /* Global average pool. out: [n][c], in: [n][hw][c]. */
 void eng_avgpool(float *out, const float *in, int n, int hw, int c);

@@ -462,8 +462,8 @@ enum eng_status eng_set_kernel(enum eng_kernel k) {
 
 /* Picks each conv's kernel before the weight arena is laid out: the AVX-512
  * kernel when chosen and present (Winograd for stride-1 3x3 convs), else
- * OpenBLAS; in int8, the VNNI or AMX kernels for every conv, the stem's
- * signed input with a zero point (eng_quantize_input). */
+ * OpenBLAS; in int8, the VNNI or AMX kernels for every conv, the stem
+ * reading its input back as 8-bit pixels (eng_quantize_input). */
 static void model_choose_kernels(struct eng_model *m, enum eng_precision prec) {
     bool avx512 = kernel_choice != ENG_KERNEL_OPENBLAS && eng_avx512_available();
     bool amx = prec == ENG_PRECISION_INT8 && int8_amx && eng_amx_available();
@@ -952,7 +952,7 @@ enum eng_status eng_ctx_forward(struct eng_ctx *c, const float *in, int n, float
             struct eng_conv stem = m->stem;
             const int side = size + 2 * stem.pad;
             eng_quantize_input(c->q[0], x0, k, size, stem.pad, m->info.preproc.mean,
-                               m->info.preproc.std);
+                               m->info.preproc.std, eng_pool_share(c->ntasks));
             for (int i = 0; i < k; i++) c->qscale[0][i] = 1.0f;
             stem.pad = 0;
             struct eng_i8_epi e = {.ascale = c->qscale[0], .tmax = c->qmax, .relu = true};
@@ -980,7 +980,8 @@ enum eng_status eng_ctx_forward(struct eng_ctx *c, const float *in, int n, float
             for (int i = 0; i < k && !m->stem.int8; i++) c->qmax[i] = eng_max_f32(buf[1] + i * len, len);
             eng_quantize_images(c->q[0], c->qscale[1], buf[1], c->qmax, k, len,
                                 eng_pool_share(c->ntasks));
-            eng_maxpool3x3s2_u8(c->q[1], c->q[0], k, h, h, m->stem.cout);
+            eng_maxpool3x3s2_u8_tasks(c->q[1], c->q[0], k, h, h, m->stem.cout,
+                                      eng_pool_share(c->ntasks));
             c->qof[1] = 0;
         } else {
             eng_maxpool3x3s2(buf[0], buf[1], k, h, h, m->stem.cout);

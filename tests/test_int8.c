@@ -420,7 +420,7 @@ static void test_quantizer(void) {
  * stem's path), on odd and even sizes, 64 channels (AVX-512BW) and 24 (C). */
 static void test_maxpool_u8(void) {
     SKIP_UNLESS(ENG_ISA_AVX512_VNNI);
-    static const int dims[][4] = {{2, 11, 9, 64}, {1, 16, 16, 64}, {2, 7, 8, 24}};
+    static const int dims[][4] = {{2, 11, 9, 64}, {1, 16, 16, 64}, {2, 7, 8, 24}, {3, 9, 10, 80}};
     for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++) {
         const int n = dims[d][0], h = dims[d][1], w = dims[d][2], c = dims[d][3];
         const int ho = eng_out_dim(h, 3, 2, 1), wo = eng_out_dim(w, 3, 2, 1);
@@ -441,6 +441,9 @@ static void test_maxpool_u8(void) {
         eng_maxpool3x3s2_u8(got, qx, n, h, w, c);
         same = same && !memcmp(want, got, n * out_len);
         eng_maxpool3x3s2_u8_ref(got, qx, n, h, w, c);
+        same = same && !memcmp(want, got, n * out_len);
+        memset(got, 0xee, n * out_len);
+        eng_maxpool3x3s2_u8_tasks(got, qx, n, h, w, c, 4); /* row ranges, in the caller */
         same = same && !memcmp(want, got, n * out_len);
         free(x);
         free(px);
@@ -708,7 +711,7 @@ static void test_input_pixels(void) {
     }
     x[5] = 40.0f; /* far above white, and below black */
     x[S * S + 7] = -40.0f;
-    eng_quantize_input(q, x, N, S, PAD, mean, std);
+    eng_quantize_input(q, x, N, S, PAD, mean, std, 3); /* three row ranges, in the caller */
     int bad = 0;
     for (int img = 0; img < N; img++)
         for (int y = 0; y < SIDE; y++)
