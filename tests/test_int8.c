@@ -62,6 +62,7 @@ static const struct shape shapes[] = {
     {"7x7 stride 2 wide (the int8 stem), odd", 2, 29, 27, 3, 64, 7, 2, 0, 1, 1},
     {"7x7 stride 2 wide, no ReLU, shortcut", 1, 16, 16, 3, 32, 7, 2, 1, 0, 1},
     {"1x1 deep, several passes", 5, 3, 3, 1024, 96, 1, 1, 1, 1, 0},
+    {"3x3 deep, 1.2 MB of weights (AMX: panels outer)", 2, 5, 4, 512, 256, 3, 1, 1, 1, 0},
     {"rows past one block", 2, 20, 20, 32, 32, 3, 1, 0, 1, 0},
     {"1x1 in place, no ReLU, shortcut", 1, 14, 14, 128, 256, 1, 1, 1, 0, 0},
 };
