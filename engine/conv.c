@@ -317,7 +317,8 @@ static void i8_task(void *arg, int t) {
         for (size_t i = 0; i < (size_t)j->n * j->cv->cout; i++) e.accmax[i] = INT32_MIN;
     }
     int m0, m1, p0, p1;
-    split_share(j->m, j->cv->cout, j->by_rows, j->ntasks, t, &m0, &m1, &p0, &p1);
+    split_share(j->m, eng_i8_panels(j->cv) * ENG_PACK_NR, j->by_rows, j->ntasks, t, &m0, &m1, &p0,
+                &p1);
     if (e.src && j->by_rows) { /* this task's input rows, image by image */
         const size_t cin = (size_t)j->cv->cin, img_len = (size_t)j->h * j->w * cin;
         uint8_t *q = (uint8_t *)j->in; /* the caller's u8 buffer, written first */
@@ -344,7 +345,7 @@ void eng_conv_forward_int8(float *out, const uint8_t *in, const struct eng_conv 
                        .tslots = tslots, .n = n, .h = h, .w = w};
     j.scratch_stride = i8_task_bytes(cv);
     j.m = n * eng_out_dim(h, cv->k, cv->stride, cv->pad) * eng_out_dim(w, cv->k, cv->stride, cv->pad);
-    j.ntasks = split_tasks(j.m, cv->cout, ntasks, &j.by_rows);
+    j.ntasks = split_tasks(j.m, eng_i8_panels(cv) * ENG_PACK_NR, ntasks, &j.by_rows);
     if (e->src && !j.by_rows) /* every task reads every row: copy them first */
         quantize_with(in, e->src, e->srcinv, n, (size_t)h * w * cv->cin, ntasks);
     eng_pool_run(i8_task, &j, j.ntasks);

@@ -22,7 +22,7 @@
 _Static_assert(NR == 2 * 16, "two 16-channel B tiles per weight panel");
 
 bool eng_amx_fits(const struct eng_conv *cv) {
-    return eng_i8_kdim4(cv) % TK == 0 && cv->cout % NR == 0 && !cv->wide;
+    return eng_i8_kdim4(cv) % TK == 0 && cv->cout % NR == 0 && !cv->wide; /* wide: the model's call */
 }
 
 size_t eng_amx_scratch_bytes(const struct eng_conv *cv) {
@@ -35,6 +35,29 @@ struct tilecfg {
     uint16_t colsb[16];
     uint8_t rows[16];
 };
+
+/* A wide conv's epilogue (struct eng_conv): sums [mr][NR] hold the hi
+ * and then the lo sums of 16 channels; the operations of eng_i8_epilogue
+ * on 256 hi + lo (exact: |sum| < 2^31 for k * k * cin <= 256). */
+static void epilogue_wide(float *out, size_t ldc, const int32_t *sums, int mr, const float *bias,
+                          const float *wscale, const float *rowscale, const float *res,
+                          float *rowmax, bool relu) {
+    const __m512 b = _mm512_loadu_ps(bias), ws = _mm512_loadu_ps(wscale);
+    const __m512 lo = _mm512_set1_ps(relu ? 0.0f : -__builtin_inff());
+    for (int i = 0; i < mr; i++) {
+        const int32_t *q = sums + (size_t)i * NR;
+        const __m512i acc = _mm512_add_epi32(_mm512_slli_epi32(_mm512_loadu_si512(q), 8),
+                                             _mm512_loadu_si512(q + 16));
+        __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_mul_ps(ws, _mm512_set1_ps(rowscale[i])), b);
+        if (res) v = _mm512_add_ps(v, _mm512_loadu_ps(res + i * ldc));
+        v = _mm512_max_ps(v, lo);
+        _mm512_storeu_ps(out + i * ldc, v);
+        if (rowmax) {
+            float *rm = rowmax + i * 16;
+            _mm512_storeu_ps(rm, _mm512_max_ps(_mm512_loadu_ps(rm), v));
+        }
+    }
+}
 
 void eng_conv_amx(float *out, const uint8_t *in, const struct eng_conv *cv, int h, int w,
                   const struct eng_i8_epi *e, int m0, int m1, int p0, int p1, uint8_t *abuf) {
@@ -110,6 +133,13 @@ void eng_conv_amx(float *out, const uint8_t *in, const struct eng_conv *cv, int 
                 _tile_stored(1, sums + 16, 4 * NR);
                 _tile_stored(2, sums + TR * NR, 4 * NR);
                 _tile_stored(3, sums + TR * NR + 16, 4 * NR);
+                if (cv->wide) { /* hi and lo of 16 channels: 256 hi + lo */
+                    const size_t at16 = (size_t)(mb + r0) * cout + (size_t)p * 16;
+                    epilogue_wide(out + at16, cout, sums, mr, cv->bias + p * 16, cv->wscale + p * 16,
+                                  rscale + r0, e->res ? e->res + at16 : NULL,
+                                  e->tmax ? rowmax + (size_t)r0 * 16 : NULL, e->relu);
+                    continue;
+                }
                 const size_t at = (size_t)(mb + r0) * cout + (size_t)p * NR;
                 if (e->accmax) {
                     eng_i8_store_sums((int32_t *)(out + at), cout, sums, NR, mr,

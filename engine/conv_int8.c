@@ -153,10 +153,17 @@ static void gather_row(uint8_t *restrict dst, const struct eng_rowsrc *r,
     const int kdim = cv->k * cv->k * cv->cin, strip = cv->k * cv->cin;
     if (cv->wide) {
         /* the stem on its padded input (k0 = 0, k1 = the row: one pass of
-         * KC): k strips of k * cin pixels' u8 (21 for 7x7x3), each widened
-         * to s16 in one masked move, not a memcpy call */
+         * KC): k strips of k * cin pixels' u8 (21 for 7x7x3), each one
+         * masked move (widened to s16 on VNNI), not a memcpy call */
         const __mmask32 mask = (__mmask32)((1ull << strip) - 1);
         const uint8_t *src = r->img + ((size_t)r->iy0 * w + r->ix0) * cv->cin;
+        if (cv->amx) {
+            for (int ky = 0; ky < cv->k; ky++)
+                _mm256_mask_storeu_epi8(dst + ky * strip, mask,
+                                        _mm256_maskz_loadu_epi8(mask, src + (size_t)ky * w * cv->cin));
+            memset(dst + kdim, 0, (size_t)(k1 - kdim));
+            return;
+        }
         for (int ky = 0; ky < cv->k; ky++) {
             const __m256i px = _mm256_maskz_loadu_epi8(mask, src + (size_t)ky * w * cv->cin);
             _mm512_mask_storeu_epi16(dst + 2 * ky * strip, mask, _mm512_cvtepu8_epi16(px));

@@ -9,41 +9,64 @@
 #define NR ENG_PACK_NR
 
 /* Per output channel, symmetric in [-top, top] (so negating a weight is
- * exact), packed g to a group: s8 quads (top 127, g 4) or s16 pairs (top
- * 32767, g 2), [p][k / g][r][k % g] with zeros past kdim. */
-static void quantize_weights(int8_t *wq, float *wscale, const float *w, int cout, int kdim,
-                             int top, int g) {
-    const int kdimg = (kdim + g - 1) / g * g;
-    for (int o = 0; o < cout; o++) {
-        const float *wo = w + (size_t)o * kdim;
-        double maxabs = 0;
-        for (int k = 0; k < kdim; k++) maxabs = fmax(maxabs, fabs((double)wo[k]));
-        wscale[o] = (float)(maxabs / top);
-        const double inv = maxabs > 0 ? top / maxabs : 0.0;
-        const int p = o / NR, r = o % NR;
-        for (int k = 0; k < kdimg; k++) {
-            long v = k < kdim ? lrint((double)wo[k] * inv) : 0;
-            v = v > top ? top : v < -top ? -top : v;
-            const size_t at = (((size_t)p * (kdimg / g) + k / g) * NR + r) * g + k % g;
-            if (g == 4)
-                wq[at] = (int8_t)v;
-            else
-                ((int16_t *)wq)[at] = (int16_t)v;
-        }
+ * exact); q[o][k] for k < kdim. */
+static void quantize_channel(int32_t *q, float *wscale, const float *wo, int kdim, int top) {
+    double maxabs = 0;
+    for (int k = 0; k < kdim; k++) maxabs = fmax(maxabs, fabs((double)wo[k]));
+    *wscale = (float)(maxabs / top);
+    const double inv = maxabs > 0 ? top / maxabs : 0.0;
+    for (int k = 0; k < kdim; k++) {
+        long v = lrint((double)wo[k] * inv);
+        q[k] = (int32_t)(v > top ? top : v < -top ? -top : v);
     }
 }
 
 void eng_i8_quantize_weights(int8_t *wq, float *wscale, const float *w, int cout, int kdim) {
-    quantize_weights(wq, wscale, w, cout, kdim, 127, 4);
+    const int kdim4 = (kdim + 3) & ~3;
+    int32_t q[kdim];
+    for (int o = 0; o < cout; o++) {
+        quantize_channel(q, &wscale[o], w + (size_t)o * kdim, kdim, 127);
+        for (int k = 0; k < kdim4; k++) /* [p][k / 4][r][k % 4] */
+            wq[(((size_t)(o / NR) * (kdim4 / 4) + k / 4) * NR + o % NR) * 4 + k % 4] =
+                (int8_t)(k < kdim ? q[k] : 0);
+    }
 }
 
-void eng_i16_quantize_weights(int8_t *wq, float *wscale, const float *w, int cout, int kdim) {
-    quantize_weights(wq, wscale, w, cout, kdim, 32767, 2);
+/* 16 bits: the most that 256 hi + lo (hi, lo s8) covers both ways */
+#define WIDE_TOP (127 * 256 + 127)
+
+/* Where channel o's hi (or lo) of a wide AMX conv sits: panel o / 16,
+ * column o % 16 (+ 16 for lo). */
+static size_t split_at(int kdim4, int o, int k, bool lo) {
+    const int p = o / 16, r = o % 16 + (lo ? 16 : 0);
+    return (((size_t)p * (kdim4 / 4) + k / 4) * NR + r) * 4 + k % 4;
 }
 
-/* The quantized weight of output channel o at reduction index k. */
-static int weight_at(const struct eng_conv *cv, int o, int k) {
+void eng_i16_quantize_weights(int8_t *wq, float *wscale, const float *w, int cout, int kdim,
+                              bool amx) {
+    int32_t q[kdim];
+    const int kdim2 = (kdim + 1) & ~1, kdim4 = (kdim + 63) & ~63;
+    for (int o = 0; o < cout; o++) {
+        quantize_channel(q, &wscale[o], w + (size_t)o * kdim, kdim, WIDE_TOP);
+        if (amx) {
+            for (int k = 0; k < kdim4; k++) {
+                const int v = k < kdim ? q[k] : 0;
+                const int hi = (v + 128 + 32768 * 2) / 256 - 256; /* floor((v + 128) / 256) */
+                wq[split_at(kdim4, o, k, false)] = (int8_t)hi;
+                wq[split_at(kdim4, o, k, true)] = (int8_t)(v - 256 * hi); /* [-128, 127] */
+            }
+        } else {
+            for (int k = 0; k < kdim2; k++) /* [p][k / 2][r][k % 2] */
+                ((int16_t *)wq)[(((size_t)(o / NR) * (kdim2 / 2) + k / 2) * NR + o % NR) * 2 + k % 2] =
+                    (int16_t)(k < kdim ? q[k] : 0);
+        }
+    }
+}
+
+int eng_i8_weight_at(const struct eng_conv *cv, int o, int k) {
     const int kdim4 = eng_i8_kdim4(cv);
+    if (cv->wide && cv->amx)
+        return 256 * cv->wq[split_at(kdim4, o, k, false)] + cv->wq[split_at(kdim4, o, k, true)];
     if (cv->wide) {
         const int16_t *q = (const int16_t *)cv->wq;
         return q[(((size_t)(o / NR) * (kdim4 / 4) + k / 2) * NR + o % NR) * 2 + k % 2];
@@ -69,7 +92,7 @@ void eng_conv_int8_ref(float *out, const uint8_t *in, const struct eng_conv *cv,
                             if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
                             const uint8_t *x = in + (((size_t)img * h + iy) * w + ix) * cin;
                             for (int c = 0; c < cin; c++)
-                                acc += (int32_t)x[c] * weight_at(cv, o, (ky * k + kx) * cin + c);
+                                acc += (int32_t)x[c] * eng_i8_weight_at(cv, o, (ky * k + kx) * cin + c);
                         }
                     /* the kernel's epilogue, operation for operation */
                     size_t at = (((size_t)img * ho + oy) * wo + ox) * cout + o;

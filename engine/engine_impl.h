@@ -91,12 +91,15 @@ struct eng_conv {
     int8_t *wq;  /* [cout / ENG_PACK_NR][kdim4 / 4][ENG_PACK_NR][4], kdim4 =
                     k * k * cin rounded up to 4 (zeros past the end); inside w */
     float *wscale; /* [cout]: weight of channel o = wq * wscale[o] */
-    /* int8's stem: s16 weights on u8 pixels (vpdpwssd on pairs where
-     * vpdpbusd takes quads; the rows and panels keep their bytes, so wq is
-     * [cout / ENG_PACK_NR][kdim2 / 2][ENG_PACK_NR][2] s16). An 8-bit stem
-     * weight measured 0.004 of logit cosine against fp32 on the shared
-     * photos; 15 bits cost nothing and the stem stays 1.4% of the work. The
-     * VNNI kernel only, unpadded (its input comes padded), k * cin <= 32. */
+    /* int8's stem: 16-bit weights q in [-32639, 32639] on u8 pixels. An
+     * 8-bit stem weight measured 0.004 of logit cosine against fp32 on the
+     * shared photos; 16 bits cost nothing. On VNNI, s16 pairs (vpdpwssd
+     * where vpdpbusd takes quads; rows and panels keep their bytes, so wq
+     * is [cout / NR][kdim2 / 2][NR][2] s16); on AMX (amx set), q = 256 hi
+     * + lo with hi, lo s8, as 2 cout s8 channels: panel p holds hi of
+     * channels 16p..16p+15, then their lo, and the kernel combines them
+     * (both give the same sums). Unpadded (its input comes padded),
+     * k * cin <= 32. */
     bool wide;
 };
 
@@ -248,11 +251,13 @@ void eng_requant_images(uint8_t *q, float *scale, const int32_t *acc, const int3
 
 /* Bytes of one output channel's quantized weights, and of one gathered
  * row of activations: per output channel, symmetric, s8 in [-127, 127],
- * k * k * cin rounded up to 4; wide: s16 in [-32767, 32767] (u8 rows
- * widened to s16), rounded up to 2, twice the bytes. */
+ * k * k * cin rounded up to 4; wide on VNNI: s16 (u8 rows widened to
+ * s16), rounded up to 2, twice the bytes; wide on AMX: s8 hi and lo
+ * channels, rounded up to 64 (a tile row). */
 static inline int eng_i8_kdim4(const struct eng_conv *cv) {
     const int kdim = cv->k * cv->k * cv->cin;
-    return cv->wide ? ((kdim + 1) & ~1) * 2 : (kdim + 3) & ~3;
+    if (cv->wide) return cv->amx ? (kdim + 63) & ~63 : ((kdim + 1) & ~1) * 2;
+    return (kdim + 3) & ~3;
 }
 
 /* eng_isa_available(ENG_ISA_AVX512_VNNI, NULL): AVX-512 VNNI with AVX-512BW */
@@ -290,8 +295,18 @@ void eng_int8_allow_amx(bool allow);
  * wq (packed as struct eng_conv says) and wscale: [cout]. cout must be a
  * multiple of ENG_PACK_NR. Plain C, used by the kernel and the reference. */
 void eng_i8_quantize_weights(int8_t *wq, float *wscale, const float *w, int cout, int kdim);
-/* The same in s16 for a wide conv (wq: its kdim4 bytes per channel). */
-void eng_i16_quantize_weights(int8_t *wq, float *wscale, const float *w, int cout, int kdim);
+/* The same in 16 bits for a wide conv, packed for cv->amx (wq: kdim4
+ * bytes per channel, 2 cout channels' worth on AMX). */
+void eng_i16_quantize_weights(int8_t *wq, float *wscale, const float *w, int cout, int kdim,
+                              bool amx);
+/* The quantized weight of output channel o at reduction index k, any
+ * packing (wide ones combined). */
+int eng_i8_weight_at(const struct eng_conv *cv, int o, int k);
+
+/* Weight panels of an int8 conv (a wide AMX one has hi and lo channels). */
+static inline int eng_i8_panels(const struct eng_conv *cv) {
+    return cv->cout * (cv->wide && cv->amx ? 2 : 1) / ENG_PACK_NR;
+}
 
 /* Whether eng_conv_int8 can run cv wide (its kernel, rows and strips). */
 bool eng_i8_wide_fits(const struct eng_conv *cv);

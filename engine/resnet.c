@@ -474,7 +474,7 @@ static void model_choose_kernels(struct eng_model *m, enum eng_precision prec) {
     FOR_EACH_CONV(m, cv, {
         cv->int8 = prec == ENG_PRECISION_INT8 && (cv != &m->stem || eng_i8_wide_fits(cv));
         cv->wide = cv->int8 && cv == &m->stem;
-        cv->amx = cv->int8 && amx && eng_amx_fits(cv);
+        cv->amx = cv->int8 && amx && (cv->wide || eng_amx_fits(cv));
         cv->packed = !cv->int8 && avx512 && cv->cout % ENG_PACK_NR == 0;
         cv->wino = cv->packed && cv->k == 3 && cv->stride == 1 && cv->pad == 1 &&
                    cv->cin % 16 == 0;
@@ -485,7 +485,8 @@ static void model_choose_kernels(struct eng_model *m, enum eng_precision prec) {
  * weights: [cout][kdim4] bytes, then [cout] floats, fit in [cout][kdim]
  * floats for every kdim >= 4. */
 static size_t int8_bytes(const struct eng_conv *cv) {
-    return ((size_t)cv->cout * eng_i8_kdim4(cv) + 63) / 64 * 64 + sizeof(float) * cv->cout;
+    const size_t channels = (size_t)cv->cout * (cv->wide && cv->amx ? 2 : 1); /* hi and lo */
+    return (channels * eng_i8_kdim4(cv) + 63) / 64 * 64 + sizeof(float) * cv->cout;
 }
 
 /* The int8 stem reads 8-bit pixels q = 255 (x std + mean), not the
@@ -497,19 +498,16 @@ static size_t int8_bytes(const struct eng_conv *cv) {
  * (about 120) as an offset, where now it multiplies a centered x. */
 static void stem_reads_pixels(struct eng_conv *cv, float *w, const struct eng_preproc *pp,
                               bool after) {
-    const int taps = cv->k * cv->k, kp = eng_i8_kdim4(cv) / 4; /* s16 pairs */
-    const int16_t *q = (const int16_t *)cv->wq;                  /* the stem is wide */
+    const int taps = cv->k * cv->k;
     for (int o = 0; o < cv->cout; o++) {
-        const int16_t *wp = q + ((size_t)(o / ENG_PACK_NR) * kp * ENG_PACK_NR + o % ENG_PACK_NR) * 2;
         double shift = 0;
         for (int t = 0; t < taps; t++)
             for (int c = 0; c < 3; c++) {
                 const int k = t * 3 + c;
                 if (!after)
                     w[(size_t)o * taps * 3 + k] /= 255.0f * pp->std[c];
-                else /* [p][k / 2][r][k % 2] */
-                    shift += (double)wp[(size_t)(k / 2) * ENG_PACK_NR * 2 + k % 2] * cv->wscale[o] *
-                             (255.0 * pp->mean[c]);
+                else
+                    shift += (double)eng_i8_weight_at(cv, o, k) * cv->wscale[o] * (255.0 * pp->mean[c]);
             }
         if (after) cv->bias[o] = (float)(cv->bias[o] - shift);
     }
@@ -526,7 +524,7 @@ static void model_pack(struct eng_model *m, float *scratch) {
             cv->wq = (int8_t *)cv->w;
             cv->wscale = (float *)((char *)cv->w + int8_bytes(cv) - sizeof(float) * cv->cout);
             if (cv->wide)
-                eng_i16_quantize_weights(cv->wq, cv->wscale, scratch, cv->cout, (int)kdim);
+                eng_i16_quantize_weights(cv->wq, cv->wscale, scratch, cv->cout, (int)kdim, cv->amx);
             else
                 eng_i8_quantize_weights(cv->wq, cv->wscale, scratch, cv->cout, (int)kdim);
             if (cv == &m->stem) stem_reads_pixels(cv, scratch, &m->info.preproc, true);
