@@ -8,6 +8,7 @@
  * eng_avx512_available() (cpu.c) said yes. */
 #include "engine_impl.h"
 
+#include <float.h>
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
@@ -396,6 +397,26 @@ void eng_dense_avx512(float *out, const float *in, const float *w, const float *
             float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
             for (; k < cin; k++) s = fmaf(wo[k], x[k], s);
             out[(size_t)i * cout + o] = s + b[o];
+        }
+    }
+}
+
+void eng_maxpool3x3s2_band(float *out, const float *in, int iy0, int h, int w, int c, int oy0,
+                           int oy1) {
+    const int wo = eng_out_dim(w, 3, 2, 1);
+    for (int oy = oy0; oy < oy1; oy++) {
+        /* padding taps are skipped: torch pads max pool with -inf */
+        const int y0 = oy * 2 - 1 < 0 ? 0 : oy * 2 - 1, y1 = oy * 2 + 1 < h ? oy * 2 + 1 : h - 1;
+        for (int ox = 0; ox < wo; ox++) {
+            const int x0 = ox * 2 - 1 < 0 ? 0 : ox * 2 - 1, x1 = ox * 2 + 1 < w ? ox * 2 + 1 : w - 1;
+            float *o = out + ((size_t)(oy - oy0) * wo + ox) * c;
+            for (int j = 0; j < c; j += 16) {
+                __m512 v = _mm512_set1_ps(-FLT_MAX);
+                for (int iy = y0; iy <= y1; iy++)
+                    for (int ix = x0; ix <= x1; ix++)
+                        v = _mm512_max_ps(v, _mm512_loadu_ps(in + ((size_t)(iy - iy0) * w + ix) * c + j));
+                _mm512_storeu_ps(o + j, v);
+            }
         }
     }
 }

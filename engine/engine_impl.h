@@ -356,6 +356,12 @@ float eng_max_f32(const float *x, size_t count);
 /* 3x3 stride-2 pad-1 max pool. out: [n][ho][wo][c], in: [n][h][w][c]. */
 void eng_maxpool3x3s2(float *out, const float *in, int n, int h, int w, int c);
 
+/* Rows [oy0, oy1) of the same pool of one h x w image, from the input
+ * rows [iy0, ...) it needs, held at in (in: row iy0); out: row oy0.
+ * AVX-512F, c a multiple of 16 (conv_avx512.c). */
+void eng_maxpool3x3s2_band(float *out, const float *in, int iy0, int h, int w, int c, int oy0,
+                           int oy1);
+
 /* The same on u8 (AVX-512BW when c is a multiple of 64, else the plain C
  * _ref). Quantizing is monotone and the pool's windows cover every input
  * pixel, so pooling the u8 copy gives the u8 of the pooled floats, with the

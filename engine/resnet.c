@@ -926,6 +926,47 @@ static int run_blocks(struct eng_ctx *c, int b0, int b1, int n, int x, int last_
     return x;
 }
 
+/* Pooled rows per band of the int8 stem: 8 need 17 conv rows, 490 KB of
+ * fp32 at 224 x 224, which stay in L2 from the conv to the pool. */
+#define STEM_BAND 8
+
+/* The int8 stem and its max pool on k images CHW: buf[0] = the pooled
+ * fp32 output, qmax = each image's maximum. The input goes back to 8-bit
+ * pixels, padded here (the pad is the mean, not a u8 zero), and the conv
+ * runs unpadded with scale 1 in bands of output rows, each pooled while in
+ * cache: the stem's 3.2 MB of fp32 output per image never goes to memory.
+ * A band's first conv row is its previous band's last, computed twice. */
+static void stem_int8(struct eng_ctx *c, const float *x, int k) {
+    const struct eng_model *m = c->m;
+    struct eng_conv stem = m->stem;
+    const int size = c->size, side = size + 2 * stem.pad, cout = stem.cout;
+    const int h = eng_out_dim(size, stem.k, stem.stride, stem.pad), hp = eng_out_dim(h, 3, 2, 1);
+    const int share = eng_pool_share(c->ntasks);
+    eng_quantize_input(c->q[0], x, k, size, stem.pad, m->info.preproc.mean, m->info.preproc.std,
+                       share);
+    stem.pad = 0;
+    float one = 1.0f;
+    for (int i = 0; i < k; i++) {
+        const uint8_t *qi = c->q[0] + (size_t)i * side * side * 3;
+        float *pooled = c->buf[0] + (size_t)i * hp * hp * cout, mx = 0.0f;
+        for (int py0 = 0; py0 < hp; py0 += STEM_BAND) {
+            const int py1 = py0 + STEM_BAND < hp ? py0 + STEM_BAND : hp;
+            /* conv rows [cy0, cy1): the pool windows' rows 2py - 1 .. 2py + 1 */
+            const int cy0 = 2 * py0 - 1 > 0 ? 2 * py0 - 1 : 0;
+            const int cy1 = 2 * py1 < h ? 2 * py1 : h;
+            float bmax = 0.0f;
+            struct eng_i8_epi e = {.ascale = &one, .tmax = &bmax, .relu = true};
+            eng_conv_forward_int8(c->buf[1], qi + (size_t)cy0 * stem.stride * side * 3, &stem, 1,
+                                  (cy1 - cy0 - 1) * stem.stride + stem.k, side, &e, c->col,
+                                  c->tslots, share);
+            eng_maxpool3x3s2_band(pooled + (size_t)py0 * hp * cout, c->buf[1], cy0, h, h, cout, py0,
+                                  py1);
+            mx = bmax > mx ? bmax : mx; /* every conv row is in some window */
+        }
+        c->qmax[i] = mx;
+    }
+}
+
 /* The early stages (stem, layer1, layer2) run EARLY_IMAGES at a time and
  * leave their output in the handoff buffer; the late stages (layer3,
  * layer4), whose weights dominate, then run on the whole batch. */
@@ -944,18 +985,7 @@ enum eng_status eng_ctx_forward(struct eng_ctx *c, const float *in, int n, float
         /* stem: conv 7x7/2 + BN + ReLU, then max pool 3x3/2 */
         h = eng_out_dim(size, 7, 2, 3);
         if (m->stem.int8) {
-            /* back to 8-bit pixels, padded here (the pad is the mean, not
-             * a u8 zero): the kernel runs unpadded with scale 1, and its
-             * fused maxima are the next layer's scales */
-            struct eng_conv stem = m->stem;
-            const int side = size + 2 * stem.pad;
-            eng_quantize_input(c->q[0], x0, k, size, stem.pad, m->info.preproc.mean,
-                               m->info.preproc.std, eng_pool_share(c->ntasks));
-            for (int i = 0; i < k; i++) c->qscale[0][i] = 1.0f;
-            stem.pad = 0;
-            struct eng_i8_epi e = {.ascale = c->qscale[0], .tmax = c->qmax, .relu = true};
-            eng_conv_forward_int8(buf[1], c->q[0], &stem, k, side, side, &e, c->col, c->tslots,
-                                  eng_pool_share(c->ntasks));
+            stem_int8(c, x0, k);
         } else {
             /* input CHW per image -> NHWC */
             for (int i = 0; i < k; i++) {
@@ -971,11 +1001,14 @@ enum eng_status eng_ctx_forward(struct eng_ctx *c, const float *in, int n, float
                              eng_pool_share(c->ntasks));
         }
         c->qof[0] = c->qof[1] = c->max_of = -1;
-        if (pool_u8) {
+        if (m->stem.int8) {
+            /* pooled already (buf[0]), with its maxima */
+            c->max_of = 0;
+        } else if (pool_u8) {
             /* only int8 convs read the pool's output (the first block has a
              * projection): pool the stem's u8 copy; buf[0] stays unwritten */
             const size_t len = (size_t)m->stem.cout * h * h;
-            for (int i = 0; i < k && !m->stem.int8; i++) c->qmax[i] = eng_max_f32(buf[1] + i * len, len);
+            for (int i = 0; i < k; i++) c->qmax[i] = eng_max_f32(buf[1] + i * len, len);
             eng_quantize_images(c->q[0], c->qscale[1], buf[1], c->qmax, k, len,
                                 eng_pool_share(c->ntasks));
             eng_maxpool3x3s2_u8_tasks(c->q[1], c->q[0], k, h, h, m->stem.cout,
