@@ -664,6 +664,7 @@ struct eng_ctx {
     int qof[2];          /* which buf q[i] holds, -1 for none */
     float *qscale[2];    /* [max_batch]: per-image scale of q[i] */
     float *qmax;         /* [max_batch]: per-image maxima of buf[max_of] */
+    float *hmax;         /* [max_batch]: the handoff's, as the early stages left them */
     int max_of;          /* the buffer the last int8 conv wrote, -1 for none */
     int32_t *accmax;     /* [max_batch][feat]: per-channel maxima of s32 sums */
     float *tslots;       /* eng_i8_slot_bytes(ntasks, max_batch, feat): tasks' maxima */
@@ -742,7 +743,7 @@ enum eng_status eng_ctx_new(const struct eng_model *m, int max_batch, int size,
     size_t qvec = int8 ? align16((size_t)max_batch) : 0;
     size_t slots = int8 ? align16(eng_i8_slot_bytes(c->ntasks, max_batch, m->feat) / 4) : 0;
     size_t accmax = int8 ? align16((size_t)max_batch * m->feat) : 0;
-    size_t floats = NBUF * act + handoff + col + pooled + 2 * qbuf + 3 * qvec + slots + accmax;
+    size_t floats = NBUF * act + handoff + col + pooled + 2 * qbuf + 4 * qvec + slots + accmax;
     c->bytes = floats * sizeof(float);
     c->mem = aligned_alloc(64, c->bytes);
     if (!c->mem) {
@@ -763,7 +764,8 @@ enum eng_status eng_ctx_new(const struct eng_model *m, int max_batch, int size,
     }
     if (int8) {
         c->qmax = p;
-        c->tslots = p + qvec;
+        c->hmax = p + qvec;
+        c->tslots = p + 2 * qvec;
         c->accmax = (int32_t *)(c->tslots + slots);
     }
     *out = c;
@@ -978,6 +980,7 @@ enum eng_status eng_ctx_forward(struct eng_ctx *c, const float *in, int n, float
     float **buf = c->buf;
     int h = 0;
     const bool pool_u8 = m->blocks[0].c1.int8 && m->blocks[0].has_ds && c->late > 0;
+    bool hmax_ok = m->blocks[0].c1.int8;
     eng_pool_enter();
     for (int i0 = 0; i0 < n; i0 += EARLY_IMAGES) {
         int k = n - i0 < EARLY_IMAGES ? n - i0 : EARLY_IMAGES;
@@ -1023,8 +1026,14 @@ enum eng_status eng_ctx_forward(struct eng_ctx *c, const float *in, int n, float
         int x = run_blocks(c, 0, c->late, k, 0, HANDOFF_AT, &h);
         if (x != HANDOFF_AT) /* no early blocks: the pool's output */
             memcpy(buf[HANDOFF_AT], buf[x], sizeof(float) * c->handoff_img * k);
+        hmax_ok = hmax_ok && x == HANDOFF_AT && c->max_of == HANDOFF_AT;
+        if (hmax_ok) memcpy(c->hmax + i0, c->qmax, sizeof(float) * k);
     }
     c->qof[0] = c->qof[1] = c->max_of = -1;
+    if (hmax_ok) { /* the late stages' input maxima, kept: no pass over it */
+        memcpy(c->qmax, c->hmax, sizeof(float) * n);
+        c->max_of = HANDOFF;
+    }
     int x = run_blocks(c, c->late, m->total_blocks, n, HANDOFF, -1, &h);
     eng_avgpool(c->pooled, buf[x], n, h * h, m->feat);
     eng_linear(logits, c->pooled, m->fc_w, m->fc_b, n, m->feat, m->info.num_classes,
