@@ -10,6 +10,7 @@
 #include "engine_impl.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #define NR ENG_PACK_NR
@@ -26,8 +27,8 @@ bool eng_amx_fits(const struct eng_conv *cv) {
 }
 
 size_t eng_amx_scratch_bytes(const struct eng_conv *cv) {
-    /* gathered rows [MB][kdim4], sums [32][NR] s32, row maxima [MB][16] */
-    return (size_t)MB * eng_i8_kdim4(cv) + 32 * NR * 4 + (size_t)MB * 16 * 4;
+    /* gathered rows [MB][kdim4], sums [32][NR] s32 */
+    return (size_t)MB * eng_i8_kdim4(cv) + 32 * NR * 4;
 }
 
 struct tilecfg {
@@ -41,10 +42,18 @@ struct tilecfg {
  * on 256 hi + lo (exact: |sum| < 2^31 for k * k * cin <= 256). */
 static void epilogue_wide(float *out, size_t ldc, const int32_t *sums, int mr, const float *bias,
                           const float *wscale, const float *rowscale, const float *res,
-                          float *rowmax, bool relu) {
+                          float *tmax, int m0, int hw, bool relu) {
     const __m512 b = _mm512_loadu_ps(bias), ws = _mm512_loadu_ps(wscale);
     const __m512 lo = _mm512_set1_ps(relu ? 0.0f : -__builtin_inff());
-    for (int i = 0; i < mr; i++) {
+    __m512 mx = _mm512_setzero_ps();
+    int img = m0 / hw, left = hw - m0 % hw;
+    for (int i = 0; i < mr; i++, left--) {
+        if (!left) {
+            if (tmax) tmax[img] = fmaxf(tmax[img], _mm512_reduce_max_ps(mx));
+            mx = _mm512_setzero_ps();
+            img++;
+            left = hw;
+        }
         const int32_t *q = sums + (size_t)i * NR;
         const __m512i acc = _mm512_add_epi32(_mm512_slli_epi32(_mm512_loadu_si512(q), 8),
                                              _mm512_loadu_si512(q + 16));
@@ -52,11 +61,9 @@ static void epilogue_wide(float *out, size_t ldc, const int32_t *sums, int mr, c
         if (res) v = _mm512_add_ps(v, _mm512_loadu_ps(res + i * ldc));
         v = _mm512_max_ps(v, lo);
         _mm512_storeu_ps(out + i * ldc, v);
-        if (rowmax) {
-            float *rm = rowmax + i * 16;
-            _mm512_storeu_ps(rm, _mm512_max_ps(_mm512_loadu_ps(rm), v));
-        }
+        mx = _mm512_max_ps(mx, v);
     }
+    if (tmax) tmax[img] = fmaxf(tmax[img], _mm512_reduce_max_ps(mx));
 }
 
 void eng_conv_amx(float *out, const uint8_t *in, const struct eng_conv *cv, int h, int w,
@@ -66,7 +73,6 @@ void eng_conv_amx(float *out, const uint8_t *in, const struct eng_conv *cv, int 
     const int hw = ho * wo, kdim4 = eng_i8_kdim4(cv), cout = cv->cout;
     const size_t img_bytes = (size_t)h * w * cv->cin;
     int32_t *sums = (int32_t *)(abuf + (size_t)MB * kdim4);    /* [32][NR] */
-    float *rowmax = (float *)(sums + 32 * NR);                  /* [MB][16] */
     /* tiles 0-3: sums (2 row halves x 2 channel halves); 4-5: activations;
      * 6-7: weights; all 16 rows of 64 bytes */
     struct tilecfg cfg = {.palette = 1};
@@ -95,7 +101,6 @@ void eng_conv_amx(float *out, const uint8_t *in, const struct eng_conv *cv, int 
         /* rows past the end feed tile rows whose sums are dropped */
         const int rows32 = (rows + 31) & ~31;
         memset(abuf + (size_t)rows * kdim4, 0, (size_t)(rows32 - rows) * kdim4);
-        if (e->tmax) memset(rowmax, 0, sizeof(float) * 16 * (size_t)rows);
         /* rows outer, panels inner: a row group's activations stay in L1
          * while the weights stream from L2, and the shortcut and output
          * rows are walked along, each panel's shortcut lines fetched one
@@ -136,8 +141,8 @@ void eng_conv_amx(float *out, const uint8_t *in, const struct eng_conv *cv, int 
                 if (cv->wide) { /* hi and lo of 16 channels: 256 hi + lo */
                     const size_t at16 = (size_t)(mb + r0) * cout + (size_t)p * 16;
                     epilogue_wide(out + at16, cout, sums, mr, cv->bias + p * 16, cv->wscale + p * 16,
-                                  rscale + r0, e->res ? e->res + at16 : NULL,
-                                  e->tmax ? rowmax + (size_t)r0 * 16 : NULL, e->relu);
+                                  rscale + r0, e->res ? e->res + at16 : NULL, e->tmax, mb + r0, hw,
+                                  e->relu);
                     continue;
                 }
                 const size_t at = (size_t)(mb + r0) * cout + (size_t)p * NR;
@@ -147,11 +152,10 @@ void eng_conv_amx(float *out, const uint8_t *in, const struct eng_conv *cv, int 
                     continue;
                 }
                 eng_i8_epilogue(out + at, cout, sums, mr, cv->bias + p * NR, cv->wscale + p * NR,
-                                rscale + r0, e->res ? e->res + at : NULL,
-                                e->tmax ? rowmax + (size_t)r0 * 16 : NULL, e->relu);
+                                rscale + r0, e->res ? e->res + at : NULL, e->tmax, mb + r0, hw,
+                                e->relu);
             }
         }
-        if (e->tmax) eng_i8_fold_max(e->tmax, rowmax, mb, rows, hw);
     }
     _tile_release();
 }

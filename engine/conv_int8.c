@@ -267,17 +267,31 @@ void eng_i8_gather(uint8_t *dst, const struct eng_rowsrc *r, const struct eng_co
 }
 
 void eng_i8_epilogue(float *out, size_t ldc, const int32_t *sums, int mr, const float *bias,
-                     const float *wscale, const float *rowscale, const float *res, float *rowmax,
-                     bool relu) {
+                     const float *wscale, const float *rowscale, const float *res, float *tmax,
+                     int m0, int hw, bool relu) {
     const __m512 bias0 = _mm512_loadu_ps(bias), bias1 = _mm512_loadu_ps(bias + 16);
     const __m512 ws0 = _mm512_loadu_ps(wscale), ws1 = _mm512_loadu_ps(wscale + 16);
     const __m512 lo = _mm512_set1_ps(relu ? 0.0f : -__builtin_inff());
-    /* the same operations as tile()'s epilogue, so both give the same bits */
-    for (int i = 0; i < mr; i++) {
-        const __m512 s = _mm512_set1_ps(rowscale[i]);
+    __m512 f0 = ws0, f1 = ws1, mx = _mm512_setzero_ps();
+    int img = m0 / hw, left = hw - m0 % hw; /* rows of this image still to come */
+    /* the same operations as tile()'s epilogue, so both give the same bits;
+     * the scale product is made again only when the image changes, and the
+     * maximum is kept in a register until then */
+    for (int i = 0; i < mr; i++, left--) {
+        if (!left) {
+            if (tmax) tmax[img] = fmaxf(tmax[img], hmax(mx));
+            mx = _mm512_setzero_ps();
+            img++;
+            left = hw;
+        }
+        if (i == 0 || rowscale[i] != rowscale[i - 1]) {
+            const __m512 s = _mm512_set1_ps(rowscale[i]);
+            f0 = _mm512_mul_ps(ws0, s);
+            f1 = _mm512_mul_ps(ws1, s);
+        }
         const int32_t *q = sums + (size_t)i * NR;
-        __m512 v0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(q)), _mm512_mul_ps(ws0, s), bias0);
-        __m512 v1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(q + 16)), _mm512_mul_ps(ws1, s), bias1);
+        __m512 v0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(q)), f0, bias0);
+        __m512 v1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(q + 16)), f1, bias1);
         if (res) {
             v0 = _mm512_add_ps(v0, _mm512_loadu_ps(res + i * ldc));
             v1 = _mm512_add_ps(v1, _mm512_loadu_ps(res + i * ldc + 16));
@@ -286,11 +300,9 @@ void eng_i8_epilogue(float *out, size_t ldc, const int32_t *sums, int mr, const 
         v1 = _mm512_max_ps(v1, lo);
         _mm512_storeu_ps(out + i * ldc, v0);
         _mm512_storeu_ps(out + i * ldc + 16, v1);
-        if (rowmax) {
-            float *rm = rowmax + i * 16;
-            _mm512_storeu_ps(rm, _mm512_max_ps(_mm512_loadu_ps(rm), _mm512_max_ps(v0, v1)));
-        }
+        mx = _mm512_max_ps(mx, _mm512_max_ps(v0, v1));
     }
+    if (tmax) tmax[img] = fmaxf(tmax[img], hmax(mx));
 }
 
 void eng_i8_fold_max(float *tmax, const float *rowmax, int m0, int rows, int hw) {

@@ -270,10 +270,11 @@ void eng_i8_gather(uint8_t *dst, const struct eng_rowsrc *r, const struct eng_co
 
 /* The int8 epilogue on mr rows of s32 sums ([mr][ENG_PACK_NR]) of one
  * weight panel: out (rows ldc floats apart) = act(sum * wscale * rowscale
- * + bias (+ res)); rowmax: NULL or [mr][16] running maxima. */
+ * + bias (+ res)); tmax: NULL or [images] running maxima, row i of
+ * image (m0 + i) / hw. */
 void eng_i8_epilogue(float *out, size_t ldc, const int32_t *sums, int mr, const float *bias,
-                     const float *wscale, const float *rowscale, const float *res, float *rowmax,
-                     bool relu);
+                     const float *wscale, const float *rowscale, const float *res, float *tmax,
+                     int m0, int hw, bool relu);
 
 /* tmax[image of row m0 + r] = max(itself, max of rowmax[r][0..16)), r < rows. */
 void eng_i8_fold_max(float *tmax, const float *rowmax, int m0, int rows, int hw);
