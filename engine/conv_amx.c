@@ -1,8 +1,9 @@
 /* conv_amx.c: the int8 convolution on Intel AMX tiles (tdpbusd: a 16x64 u8
  * tile times a 64x16 s8 tile into 16x16 s32, 16 times the work of one
- * vpdpbusd), for CPUs that have it; the same packed weights, sums and
- * epilogue as the VNNI kernels in conv_int8.c, so the results are the same
- * bits. conv.c decides when it runs.
+ * vpdpbusd), for CPUs that have it; the same packed weights (but for the
+ * stem's 16-bit ones, split in hi and lo s8 here), sums and epilogue as the
+ * VNNI kernels in conv_int8.c, so the results are the same bits. conv.c
+ * decides when it runs.
  *
  * Only this file is compiled with -mamx-tile -mamx-int8; nothing here runs
  * unless eng_amx_available() (cpu.c) said yes (cpuid and the kernel's
